@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv with python3 -m venv and installs cryorl with the tested versions (constraints.txt).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cryorl-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all bench clean constraints
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cryorl demo --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/env_speed.py
+	$(PY) benchmarks/grid_statistics.py
+
+constraints: $(STAMP)
+	( echo "# Versions cryorl is tested with (pip install -c constraints.txt ...). Regenerate with \`make constraints\`."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^cryorl' ) > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

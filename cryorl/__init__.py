@@ -1,0 +1,26 @@
+"""cryorl: cryo-EM data collection as a reinforcement-learning problem.
+
+``import cryorl`` registers the Gymnasium environment ``CryoEM-v0`` (also reachable as ``"cryorl:CryoEM-v0"``).
+"""
+import gymnasium
+
+from cryorl.atlas import Atlas, AtlasError
+from cryorl.costs import COST_PRESETS, CollectionCosts
+from cryorl.env import CryoEMEnv
+from cryorl.loaders import DataFileError, load_cryorl_dataset
+from cryorl.synth import GridSpec, simulate_atlas
+
+__version__ = "0.1.0"
+__all__ = ["Atlas", "AtlasError", "COST_PRESETS", "CollectionCosts", "CryoEMEnv", "DataFileError", "GridSpec",
+           "load_cryorl_dataset", "simulate_atlas", "ENV_IDS", "__version__"]
+
+ENV_IDS = ("CryoEM-v0",)
+
+
+def _register() -> None:
+    for env_id in ENV_IDS:
+        if env_id not in gymnasium.registry:
+            gymnasium.register(env_id, entry_point="cryorl.env:CryoEMEnv")
+
+
+_register()

@@ -1,0 +1,139 @@
+"""Fetch the public CryoRL Aldolase data (Apache-2.0, repository IBM/CryoRL-pytorch) into a cache folder.
+
+Every file is checked against its published SHA-256 before it replaces anything: a corrupt or truncated download
+is refused and an existing good copy is kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryorl.fileio import atomic_path
+
+__all__ = ["DATASETS", "RemoteFile", "cache_dir", "default_dest", "download_dataset", "sha256", "DownloadError"]
+
+_REPO = "https://raw.githubusercontent.com/IBM/CryoRL-pytorch"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    sha256: str
+    splits: tuple[str, ...]   # the splits that need this file
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    base_url: str
+    files: tuple[RemoteFile, ...]
+    folder: str               # default folder name under the cache
+
+
+DATASETS: dict[tuple[str, str], RemoteDataset] = {
+    ("aldolase", "2023"): RemoteDataset(
+        f"{_REPO}/87b97f3941b04cf3aa2cce85ab336c501f032bb4/cryoRL/CryoEM_data", (
+            RemoteFile("target_CTF_Y1_train.csv",
+                       "1ce0e1a9d692144c269f7a9c796135adc05342c92790ac205a95a27336bfaee2", ("train",)),
+            RemoteFile("target_CTF_Y1_val.csv",
+                       "123483f013d8778ec233596d50e751610dd2e277f39deaa9df8c3dc2d19afd66", ("val",)),
+            RemoteFile("Y1_2_regress_8bit_res50_train_by_hl.txt",
+                       "f9820d5ff3e6429790d3153822fbe18cca6be47cad69b2a29be422f613725fd1", ("train",)),
+            RemoteFile("Y1_2_regress_8bit_res50_val_by_hl.txt",
+                       "10403cd8328091a2d9b26f9cfe518e467552a8e351c45c6a5c575a0f07ddf7ed", ("val",)),
+            RemoteFile("timestamps.csv",
+                       "4a0f1828a9b80f2e84902935ee5fbf4b3d48015bbc068d4121433aba30758087", ("train", "val")),
+        ), "aldolase"),
+    ("aldolase", "2022"): RemoteDataset(
+        f"{_REPO}/a0561e13de581e7f65f1cd10365df121f4cfd94d/CryoEM_data", (
+            RemoteFile("CTF_train_by_hl.csv",
+                       "a06ce7f8a33255140df80671b87b1619fc3c1b4ca10b35eaee4dd06dbfc9b680", ("train",)),
+            RemoteFile("CTF_val_by_hl.csv",
+                       "35b9d46e4fb9a05bc30f917a077658be625c0d6c6fa523b05603c887e05bb9cc", ("val",)),
+            RemoteFile("2_cat_8bit_res50_train_by_hl.txt",
+                       "924246336f94702782b69db30d10d9233824d6a487f9f211051b5c8453297011", ("train",)),
+            RemoteFile("2_cat_8bit_res50_val_by_hl.txt",
+                       "6ee2ed83cfa37ae286fd6632611b5f5572000ec9e3652eb319bbc7f13f5c1215", ("val",)),
+            RemoteFile("timestamps.csv",
+                       "3ff1a088027906f0ab17f1d49f27e37154f196c22a97385b2dceed65b0a774d3", ("train", "val")),
+        ), "aldolase-2022"),
+}
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched, or its content did not match the published checksum."""
+
+
+def cache_dir() -> Path:
+    """The data cache folder: ``$CRYORL_CACHE``, else ``~/.cache/cryorl``."""
+    return Path(os.environ.get("CRYORL_CACHE", "~/.cache/cryorl")).expanduser()
+
+
+def default_dest(name: str = "aldolase", era: str = "2023") -> Path:
+    return cache_dir() / _dataset(name, era).folder
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _dataset(name: str, era: str) -> RemoteDataset:
+    try:
+        return DATASETS[(name, era)]
+    except KeyError:
+        known = ", ".join(f"{n} --era {e}" for n, e in DATASETS)
+        raise ValueError(f"unknown dataset {name!r} (era {era}); known: {known}") from None
+
+
+def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = None, *, era: str = "2023",
+                     split: str = "all", base_url: str | None = None, timeout: float = 60.0,
+                     log=print) -> Path:
+    """Download a dataset's files into ``dest`` (default: the cache), verifying SHA-256.
+
+    Files already present with the right checksum are kept without a download. ``split`` ("train", "val" or
+    "all") limits the files fetched. ``base_url`` (or ``$CRYORL_DOWNLOAD_URL``) replaces the public repository
+    address, e.g. for a mirror. Returns the destination folder.
+    """
+    dataset = _dataset(name, era)
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', not {split!r}")
+    dest = Path(dest).expanduser() if dest is not None else default_dest(name, era)
+    base = (base_url or os.environ.get("CRYORL_DOWNLOAD_URL") or dataset.base_url).rstrip("/")
+    dest.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for remote in dataset.files:
+        if split != "all" and split not in remote.splits:
+            continue
+        target = dest / remote.name
+        if target.exists() and sha256(target) == remote.sha256:
+            log(f"ok       {target} (checksum matches)")
+            continue
+        url = f"{base}/{remote.name}"
+        try:
+            with atomic_path(target) as tmp:
+                try:
+                    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                        while block := response.read(1 << 20):
+                            out.write(block)
+                except (urllib.error.URLError, OSError) as error:
+                    raise DownloadError(f"could not fetch {url}: {error}") from None
+                digest = sha256(tmp)
+                if digest != remote.sha256:
+                    kept = " (the existing file is kept)" if target.exists() else ""
+                    raise DownloadError(f"{url}: SHA-256 {digest} does not match the published "
+                                        f"{remote.sha256}; refusing the file{kept}")
+        except DownloadError as error:
+            failures.append(str(error))
+            log(f"FAILED   {remote.name}: {error}")
+            continue
+        log(f"fetched  {target}")
+    if failures:
+        raise DownloadError(f"{len(failures)} file(s) failed:\n  " + "\n  ".join(failures))
+    return dest

@@ -1,0 +1,254 @@
+"""The cryo-EM collection task as a Gymnasium environment (``CryoEM-v0``)."""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from cryorl.atlas import Atlas
+from cryorl.costs import SWITCH_LEVELS, CollectionCosts, get_costs
+from cryorl.features import make_feature_set
+from cryorl.render import map_coordinates, render_ansi, render_rgb
+from cryorl.synth import GridSpec, simulate_atlas
+
+__all__ = ["CryoEMEnv", "CRYORL_SWITCH_REWARDS"]
+
+CRYORL_SWITCH_REWARDS = (1.0, 0.9, 0.61, 0.5)
+"""Reward of a good exposure reached by a hole / patch / square / tile switch (the CryoRL 2023 paper)."""
+
+
+class CryoEMEnv(gym.Env):
+    """Collect as many good exposures as possible on a cryo-EM grid within a time budget.
+
+    ## Description
+    A grid was surveyed at low magnification: atlas tiles → squares → patches (hole-magnification images of ~20
+    holes) → holes. Each hole has a *predicted* CTFMaxRes (Å) from its low-magnification image and a *true*
+    CTFMaxRes that an exposure reveals. The agent picks the next hole to expose; moving the stage costs minutes,
+    more the further it goes. A good exposure has true CTFMaxRes ≤ ``threshold`` (6 Å by default).
+
+    With no arguments the grid is simulated (:mod:`cryorl.synth`, 2,341 holes shaped like the real Aldolase
+    session) and drawn anew by every ``reset(seed=…)``; pass ``atlas=`` (e.g. ``cryorl.load_cryorl_dataset(...)``)
+    or ``preset=`` (a name or path of an ``envs/*.yaml`` file) for a given grid.
+
+    ## Action Space
+    ``Discrete(max_holes)``: the index of the next hole in the atlas's hole order (``atlas.names``). Only unvisited,
+    real holes are valid: see ``action_masks()``, ``info["action_mask"]`` and ``observation["action_mask"]``. An
+    invalid action raises ``ValueError`` (``invalid_action="raise"``) or, with ``invalid_action="penalize"``,
+    earns ``invalid_action_penalty``, costs one hole-switch of time and changes nothing else.
+
+    ## Observation Space
+    A ``Dict`` of per-hole arrays padded to ``max_holes`` rows (padded rows are never valid actions); see
+    :mod:`cryorl.features`: ``feature_set="compact"`` (default: raw per-hole facts, measured CTF of exposed holes,
+    minutes left) or ``"cryorl"`` (the papers' 4 × 32 = 128 features per hole; 4 × 17 with classifier predictions).
+
+    ## Starting State
+    A uniformly random hole (or ``options={"start": i}``), marked visited; elapsed time 0; it earns nothing.
+
+    ## Rewards
+    Moving from the current hole to hole ``a`` is a switch of level 0 (same patch), 1 (other patch, same square),
+    2 (other square, same tile) or 3 (other tile), costing ``costs`` minutes (preset ``cryorl-2023``: 1/2/6/8).
+    If ``a``'s true CTFMaxRes ≤ threshold the reward is ``switch_rewards[level]`` (1.0/0.9/0.61/0.5), else 0.
+
+    ## Episode End
+    ``terminated`` once elapsed minutes are strictly greater than ``budget`` (the step that crosses the budget
+    still earns its reward), or when every hole is visited. ``truncated`` is never set by the environment.
+
+    ## Information
+    ``elapsed`` (minutes), ``good_exposures``, ``exposures`` (holes exposed after the start hole),
+    ``switch_level`` (-1 at reset), ``hole`` (name), ``hole_index``, ``true_ctf`` and ``predicted_ctf`` (Å) of the
+    hole just exposed, and ``action_mask``.
+
+    ## Arguments
+    ``atlas``, ``preset``, ``costs`` (preset name, mapping or 4 minutes), ``budget`` (minutes), ``threshold`` (Å),
+    ``feature_set``, ``max_holes`` (padding; default the grid's hole count), ``switch_rewards``, ``grid`` (a
+    :class:`~cryorl.synth.GridSpec` or mapping of its fields for simulated grids), ``grid_seed`` (fix the simulated
+    grid), ``invalid_action``, ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``).
+
+    ## Version History
+    * v0: mechanics of the CryoRL reference implementation (Fan et al. 2023), uniform start over all holes.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+
+    def __init__(self, atlas: Atlas | None = None, *, preset: str | os.PathLike | None = None,
+                 costs: str | CollectionCosts | dict | tuple | list = "cryorl-2023", budget: float = 480.0,
+                 threshold: float = 6.0, feature_set: str = "compact", max_holes: int | None = None,
+                 switch_rewards: tuple[float, float, float, float] = CRYORL_SWITCH_REWARDS,
+                 grid: GridSpec | dict | None = None, grid_seed: int | None = None,
+                 invalid_action: Literal["raise", "penalize"] = "raise", invalid_action_penalty: float = -1.0,
+                 render_mode: str | None = None) -> None:
+        if preset is not None:
+            from cryorl.presets import load_preset
+
+            settings = load_preset(preset)
+            atlas = settings.pop("atlas", atlas)
+            given = dict(costs=costs, budget=budget, threshold=threshold, feature_set=feature_set,
+                         max_holes=max_holes, grid=grid, grid_seed=grid_seed)
+            defaults = dict(costs="cryorl-2023", budget=480.0, threshold=6.0, feature_set="compact",
+                            max_holes=None, grid=None, grid_seed=None)
+            # explicit keyword arguments win over the preset
+            merged = {k: (given[k] if given[k] != defaults[k] else settings.get(k, defaults[k])) for k in given}
+            costs, budget, threshold, feature_set = (merged[k] for k in ("costs", "budget", "threshold",
+                                                                         "feature_set"))
+            max_holes, grid, grid_seed = merged["max_holes"], merged["grid"], merged["grid_seed"]
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, not {render_mode!r}")
+        if invalid_action not in ("raise", "penalize"):
+            raise ValueError(f"invalid_action must be 'raise' or 'penalize', not {invalid_action!r}")
+        if not budget > 0:
+            raise ValueError(f"budget must be a positive number of minutes, not {budget}")
+        if len(switch_rewards) != 4:
+            raise ValueError(f"switch_rewards needs 4 values (hole, patch, square, tile), got {switch_rewards}")
+        self.costs = get_costs(costs)
+        self.budget = float(budget)
+        self.threshold = float(threshold)
+        self.feature_set_name = feature_set
+        self.switch_rewards = np.asarray(switch_rewards, dtype=np.float64)
+        self.invalid_action = invalid_action
+        self.invalid_action_penalty = float(invalid_action_penalty)
+        self.render_mode = render_mode
+        self._cost_by_level = self.costs.as_array()
+
+        self.grid_spec: GridSpec | None = None
+        self.grid_seed = grid_seed
+        if atlas is None:
+            spec = grid if isinstance(grid, GridSpec) else replace(GridSpec(), **(grid or {}))
+            self.grid_spec = spec
+            atlas = simulate_atlas(grid_seed if grid_seed is not None else 0, spec)
+        elif grid is not None:
+            raise ValueError("pass either atlas= (a given grid) or grid= (a simulated grid's spec), not both")
+        self.max_holes = int(max_holes) if max_holes is not None else len(atlas)
+        self._set_atlas(atlas)
+        self.observation_space = self._features.observation_space()
+        self.action_space = gym.spaces.Discrete(self.max_holes)
+        self._needs_grid = self.grid_spec is not None and grid_seed is None
+        self._current = -1
+
+    # ---------------------------------------------------------------------------------------------- atlas
+    def _set_atlas(self, atlas: Atlas) -> None:
+        if len(atlas) > self.max_holes:
+            raise ValueError(f"the grid has {len(atlas)} holes but max_holes is {self.max_holes}; raise max_holes")
+        self.atlas = atlas
+        self._n = len(atlas)
+        self._tile, self._square, self._patch = atlas.tile, atlas.square, atlas.patch
+        self._good = atlas.is_good(self.threshold)
+        self._features = make_feature_set(self.feature_set_name, atlas, self.max_holes, self.threshold, self.budget)
+        self._coordinates = None
+
+    # ------------------------------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if self.grid_spec is not None and self.grid_seed is None and (seed is not None or self._needs_grid):
+            self._set_atlas(simulate_atlas(self.np_random, self.grid_spec))
+            self._needs_grid = False
+        options = options or {}
+        if "start" in options:
+            start = options["start"]
+            if isinstance(start, str):
+                start = self.atlas.index(start)
+            start = self._check_hole(start, "start hole")
+        else:
+            start = int(self.np_random.integers(self._n))
+        self._visited = np.zeros(self._n, dtype=bool)
+        self._visited[start] = True
+        self._current = start
+        self._elapsed = 0.0
+        self._good_count = 0
+        self._exposures = 0
+        self._path = [start]
+        self._features.reset(self._visited, start)
+        info = self._info(-1, start)
+        return self._observe(), info
+
+    def step(self, action):
+        if self._current < 0:
+            raise RuntimeError("call reset() before step()")
+        hole = self._as_hole(action)
+        if hole is None:
+            self._elapsed += self._cost_by_level[0]
+            terminated = self._elapsed > self.budget
+            return self._observe(), self.invalid_action_penalty, terminated, False, self._info(-1, self._current)
+        src = self._current
+        level = 0 if self._patch[src] == self._patch[hole] else 1 if self._square[src] == self._square[hole] \
+            else 2 if self._tile[src] == self._tile[hole] else 3
+        self._elapsed += self._cost_by_level[level]
+        good = bool(self._good[hole])
+        reward = float(self.switch_rewards[level]) if good else 0.0
+        self._good_count += good
+        self._exposures += 1
+        self._visited[hole] = True
+        self._current = hole
+        self._path.append(hole)
+        self._features.update(self._visited, src, hole)
+        terminated = self._elapsed > self.budget or self._exposures + 1 >= self._n
+        return self._observe(), reward, terminated, False, self._info(level, hole)
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions (unvisited real holes) as a boolean array of ``max_holes`` (sb3-contrib convention)."""
+        mask = np.zeros(self.max_holes, dtype=bool)
+        mask[: self._n] = ~self._visited
+        return mask
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'ansi'")
+            return None
+        if self.render_mode == "ansi":
+            return render_ansi(self.atlas, self._visited, self._current, self._elapsed, self.budget,
+                               self._good_count, self.threshold)
+        if self._coordinates is None:
+            self._coordinates = map_coordinates(self.atlas)
+        title = (f"{self._elapsed:.0f}/{self.budget:g} min, {self._good_count} good of {self._exposures} "
+                 f"exposures")
+        return render_rgb(self.atlas, self._visited, self._path, title, self.threshold, self._coordinates)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    @property
+    def elapsed(self) -> float:
+        """Minutes spent in the current episode."""
+        return self._elapsed
+
+    @property
+    def path(self) -> list[int]:
+        """Holes visited so far in this episode, the start hole first."""
+        return list(self._path)
+
+    def _check_hole(self, value, what: str) -> int:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            array = np.asarray(value)
+            if array.size != 1 or not np.issubdtype(array.dtype, np.integer):
+                raise ValueError(f"{what} must be an integer hole index, got {value!r}")
+            value = array.reshape(())
+        index = int(value)
+        if not 0 <= index < self._n:
+            raise ValueError(f"{what} {index} is outside this grid's holes 0..{self._n - 1}"
+                             + (f" (rows {self._n}..{self.max_holes - 1} are padding)" if self.max_holes > self._n
+                                else ""))
+        return index
+
+    def _as_hole(self, action) -> int | None:
+        try:
+            hole = self._check_hole(action, "action")
+            if self._visited[hole]:
+                raise ValueError(f"action {hole} ({self.atlas.names[hole]}) was already exposed in this episode; "
+                                 "choose an unvisited hole (see action_masks())")
+        except ValueError:
+            if self.invalid_action == "raise":
+                raise
+            return None
+        return hole
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        return self._features.observe(self._visited, self._current, self._elapsed)
+
+    def _info(self, level: int, hole: int) -> dict[str, Any]:
+        return {
+            "elapsed": self._elapsed, "good_exposures": self._good_count, "exposures": self._exposures,
+            "switch_level": level, "switch": SWITCH_LEVELS[level] if level >= 0 else None,
+            "hole": self.atlas.names[hole], "hole_index": hole,
+            "true_ctf": float(self.atlas.true_ctf[hole]), "predicted_ctf": float(self.atlas.predicted_ctf[hole]),
+            "action_mask": self.action_masks(),
+        }

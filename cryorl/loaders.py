@@ -1,0 +1,259 @@
+"""Loaders for the CryoRL/Leginon file format (as published with the CryoRL papers).
+
+- CTF CSV, no header: ``name, x, y, ctf_max_res, confidence`` — one row per hole exposure.
+- Predictions TXT, space separated, no header: ``name predicted_ctf_max_res`` (regressor), or
+  ``name p_lt_6A p_ge_6A`` (the earlier two-class classifier).
+- ``timestamps.csv``, no header: ``name, acquisition time`` for tiles, squares, patches and exposures.
+
+Every parse error is a :class:`DataFileError` naming the file and the 1-based line.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from cryorl.atlas import Atlas
+from cryorl.leginon import parse_exposure_names
+
+__all__ = [
+    "DataFileError", "read_ctf_csv", "read_predictions", "read_timestamps", "load_cryorl_dataset",
+    "dataset_files", "build_atlas",
+]
+
+CTF_COLUMNS = ["name", "x", "y", "ctf_max_res", "confidence"]
+MissingPolicy = Literal["error", "drop", "worst"]
+
+# File names of the published splits, by era of the CryoRL papers.
+DATASET_FILES = {
+    "2023": {"ctf": "target_CTF_Y1_{split}.csv", "predictions": "Y1_2_regress_8bit_res50_{split}_by_hl.txt"},
+    "2022": {"ctf": "CTF_{split}_by_hl.csv", "predictions": "2_cat_8bit_res50_{split}_by_hl.txt"},
+}
+
+
+class DataFileError(ValueError):
+    """A data file is malformed; ``path`` and ``line`` (1-based, or None) say where."""
+
+    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.reason = message
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {message}")
+
+
+def _read_text_table(path: Path, sep: str, what: str) -> pd.DataFrame:
+    """Read a header-less text table as strings; rows keep their file line number as index (1-based)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if path.stat().st_size == 0 or not path.read_bytes().strip():
+        raise DataFileError(path, f"the {what} is empty")
+    try:
+        frame = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False,
+                            skip_blank_lines=False, engine="c")
+    except pd.errors.ParserError as error:
+        # pandas says e.g. "Expected 5 fields in line 7, saw 6"
+        message = str(error).strip().splitlines()[-1]
+        line = None
+        if " line " in message:
+            try:
+                line = int(message.split(" line ")[1].split(",")[0])
+            except ValueError:
+                pass
+        raise DataFileError(path, f"inconsistent number of fields ({message})", line) from None
+    except UnicodeDecodeError as error:
+        raise DataFileError(path, f"not a text file ({error.reason} at byte {error.start})") from None
+    frame.index = pd.RangeIndex(1, len(frame) + 1)
+    blank = (frame == "").all(axis=1)
+    return frame[~blank]
+
+
+def _numeric(frame: pd.DataFrame, column: str, path: Path, label: str | None = None) -> np.ndarray:
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        line = int(bad.idxmax())
+        value = raw.loc[line]
+        label = label or str(column)
+        if value == "":
+            raise DataFileError(path, f"missing value for column {label!r}", line)
+        raise DataFileError(path, f"column {label!r} has {value!r}, which is not a number", line)
+    return values.to_numpy(np.float64)
+
+
+def _check_unique(names: pd.Series, path: Path, what: str = "name") -> None:
+    dup = names.duplicated(keep="first")
+    if dup.any():
+        line = int(dup.idxmax())
+        first = int(names.index[(names == names.loc[line]).to_numpy()][0])
+        raise DataFileError(path, f"{what} {names.loc[line]!r} repeats line {first}", line)
+
+
+def read_ctf_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CryoRL CTF CSV (no header): ``name, x, y, ctf_max_res, confidence``.
+
+    Returns a DataFrame with those columns (index = file line). CTF-fit failures (≥ 100 Å, including the 100000
+    sentinel) are kept as they are; the Atlas treats them as bad holes.
+    """
+    path = Path(path)
+    raw = _read_text_table(path, ",", "CTF table")
+    if raw.shape[1] != len(CTF_COLUMNS):
+        raise DataFileError(path, f"expected {len(CTF_COLUMNS)} columns ({', '.join(CTF_COLUMNS)}), "
+                                  f"found {raw.shape[1]}", int(raw.index[0]))
+    raw.columns = CTF_COLUMNS
+    names = raw["name"].str.strip()
+    empty = names == ""
+    if empty.any():
+        raise DataFileError(path, "missing hole name", int(empty.idxmax()))
+    _check_unique(names, path, "hole name")
+    out = pd.DataFrame({"name": names}, index=raw.index)
+    for column in CTF_COLUMNS[1:]:
+        out[column] = _numeric(raw, column, path)
+    negative = out["ctf_max_res"] < 0
+    if negative.any():
+        line = int(negative.idxmax())
+        raise DataFileError(path, f"CTFMaxRes {out.loc[line, 'ctf_max_res']} Å is negative", line)
+    return out
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a predictions file: ``name predicted_ctf`` (Å) or ``name p_good p_bad`` (classifier probabilities).
+
+    Returns columns ``name`` and either ``predicted_ctf`` or ``predicted_good`` (probability of CTF < 6 Å).
+    """
+    path = Path(path)
+    raw = _read_text_table(path, r"\s+", "predictions file")
+    if raw.shape[1] == 2:
+        kind, labels = "regression", ["name", "predicted_ctf"]
+    elif raw.shape[1] == 3:
+        kind, labels = "classification", ["name", "predicted_good", "predicted_bad"]
+    else:
+        raise DataFileError(path, f"expected 2 fields (name, predicted CTFMaxRes) or 3 (name, P(CTF<6Å), "
+                                  f"P(CTF≥6Å)) per line, found {raw.shape[1]}", int(raw.index[0]))
+    raw.columns = labels
+    names = raw["name"].str.strip()
+    _check_unique(names, path, "hole name")
+    out = pd.DataFrame({"name": names}, index=raw.index)
+    for column in labels[1:]:
+        out[column] = _numeric(raw, column, path)
+    if kind == "regression":
+        bad = ~np.isfinite(out["predicted_ctf"]) | (out["predicted_ctf"] < 0)
+        if bad.any():
+            line = int(bad.idxmax())
+            raise DataFileError(path, f"predicted CTFMaxRes {out.loc[line, 'predicted_ctf']} is not a finite, "
+                                      "non-negative number of Å", line)
+    else:
+        probs = out[["predicted_good", "predicted_bad"]]
+        bad = ((probs < 0) | (probs > 1)).any(axis=1)
+        if bad.any():
+            line = int(bad.idxmax())
+            raise DataFileError(path, f"class probabilities {probs.loc[line].tolist()} are not in [0, 1]", line)
+        out = out.drop(columns="predicted_bad")
+    return out
+
+
+def read_timestamps(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``timestamps.csv``: ``name, time`` for tiles, squares, patches and exposures (local clock time)."""
+    path = Path(path)
+    raw = _read_text_table(path, ",", "timestamps file")
+    if raw.shape[1] != 2:
+        raise DataFileError(path, f"expected 2 columns (name, time), found {raw.shape[1]}", int(raw.index[0]))
+    raw.columns = ["name", "time"]
+    times = pd.to_datetime(raw["time"], errors="coerce", format="%Y-%m-%d %H:%M:%S")
+    bad = times.isna()
+    if bad.any():
+        line = int(bad.idxmax())
+        raise DataFileError(path, f"time {raw.loc[line, 'time']!r} is not 'YYYY-MM-DD HH:MM:SS'", line)
+    names = raw["name"].str.strip()
+    _check_unique(names, path, "name")
+    return pd.DataFrame({"name": names, "time": times}, index=raw.index)
+
+
+def dataset_files(data_dir: str | os.PathLike, split: str = "train", era: str | None = None) -> dict[str, Path]:
+    """The CTF, predictions and timestamps files of a downloaded split (``era`` "2023" or "2022"; None: detect)."""
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"no data folder at {data_dir}; fetch the public data with "
+                                f"`cryorl data download aldolase --dest {data_dir}`")
+    eras = [era] if era else list(DATASET_FILES)
+    for name in eras:
+        if name not in DATASET_FILES:
+            raise ValueError(f"unknown era {name!r}; expected one of {sorted(DATASET_FILES)}")
+        files = {key: data_dir / pattern.format(split=split) for key, pattern in DATASET_FILES[name].items()}
+        if files["ctf"].exists():
+            files["timestamps"] = data_dir / "timestamps.csv"
+            return files
+    looked = [str(data_dir / DATASET_FILES[name]["ctf"].format(split=split)) for name in eras]
+    raise FileNotFoundError(f"no {split!r} split in {data_dir} (looked for {', '.join(looked)}); fetch it with "
+                            f"`cryorl data download aldolase --dest {data_dir}`")
+
+
+def build_atlas(ctf: pd.DataFrame, predictions: pd.DataFrame, *, ctf_path: Path, predictions_path: Path,
+                missing_prediction: MissingPolicy = "error") -> Atlas:
+    """Join a CTF table and predictions into an Atlas ordered by tile, square and patch name (holes keep their file
+    order inside a patch, as in the CryoRL reference)."""
+    if missing_prediction not in ("error", "drop", "worst"):
+        raise ValueError(f"missing_prediction must be 'error', 'drop' or 'worst', not {missing_prediction!r}")
+    parts, ok = parse_exposure_names(ctf["name"])
+    if not ok.all():
+        line = int(ok.index[(~ok).to_numpy()][0])
+        raise DataFileError(ctf_path, f"hole name {ctf.loc[line, 'name']!r} does not parse as a Leginon exposure "
+                                      "name (…_NNNNNgr_NNNNNsq_vNN_NNNNNhl_vNN_NNNNNen[-a])", line)
+    table = pd.concat([ctf, parts], axis=1).merge(predictions, on="name", how="left", indicator=True)
+    table.index = ctf.index
+    missing = (table["_merge"] == "left_only").to_numpy()
+    extra = len(predictions) - int((~missing).sum())
+    if extra:
+        warnings.warn(f"{predictions_path}: {extra} predictions name holes absent from {ctf_path}; ignored",
+                      stacklevel=3)
+    if missing.any():
+        if missing_prediction == "error":
+            lines = table.index[missing]
+            shown = ", ".join(f"{table.loc[i, 'name']!r} (line {i})" for i in lines[:3])
+            raise DataFileError(predictions_path, f"{missing.sum()} holes of {ctf_path} have no prediction, e.g. "
+                                                  f"{shown}; pass missing_prediction='drop' or 'worst' to decide")
+        if missing_prediction == "drop":
+            warnings.warn(f"dropping {missing.sum()} holes without a prediction in {predictions_path}", stacklevel=3)
+            table = table[~missing]
+        else:
+            for column, worst in (("predicted_ctf", 20.0), ("predicted_good", 0.0)):
+                if column in table:
+                    table.loc[missing, column] = worst
+    order = np.lexsort((table["patch"].to_numpy(), table["square"].to_numpy(), table["tile"].to_numpy()))
+    table = table.iloc[order]
+    frame = pd.DataFrame({
+        "hole": table["name"], "tile": table["tile"], "square": table["square"], "patch": table["patch"],
+        "x": table["x"], "y": table["y"], "true_ctf": table["ctf_max_res"],
+        "predicted_ctf": table["predicted_ctf"] if "predicted_ctf" in table else np.nan,
+        "ctf_confidence": table["confidence"],
+    })
+    if "predicted_good" in table:
+        frame["predicted_good"] = table["predicted_good"]
+    return Atlas.from_frame(frame, position_unit="px", source=str(ctf_path))
+
+
+def load_cryorl_dataset(data_dir: str | os.PathLike, split: str = "train", *, era: str | None = None,
+                        predictions: str | os.PathLike | None = None,
+                        missing_prediction: MissingPolicy = "error") -> Atlas:
+    """Load a CryoRL split (as laid out by ``cryorl data download``) into an :class:`Atlas`.
+
+    Args:
+        data_dir: folder with the published files under their original names.
+        split: "train" or "val".
+        era: "2023" (``target_CTF_Y1_*`` + regressor predictions) or "2022" (``CTF_*_by_hl`` + classifier
+            probabilities); None picks whichever is present, 2023 first.
+        predictions: another predictions file to use instead of the published one.
+        missing_prediction: what to do with holes that have no prediction: "error" (default), "drop" them, or
+            give them the "worst" prediction (20 Å, or probability 0 of being good).
+    """
+    files = dataset_files(data_dir, split, era)
+    pred_path = Path(predictions) if predictions is not None else files["predictions"]
+    ctf = read_ctf_csv(files["ctf"])
+    preds = read_predictions(pred_path)
+    return build_atlas(ctf, preds, ctf_path=files["ctf"], predictions_path=pred_path,
+                       missing_prediction=missing_prediction)

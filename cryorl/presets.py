@@ -1,0 +1,74 @@
+"""Environment presets: YAML files in ``envs/`` naming a grid and the collection settings.
+
+A preset has optional keys ``description``, ``grid`` (simulator settings: ``GridSpec`` fields), ``grid_seed``,
+``data`` (``{dir, split, era, predictions, missing_prediction}`` for a CryoRL-format folder, or ``{table: path}``
+for a hole table written by ``Atlas.save``), ``costs``, ``budget``, ``threshold``, ``feature_set`` and
+``max_holes``. Relative paths are relative to the YAML file; ``{cache}`` expands to the data cache folder
+(``$CRYORL_CACHE``, default ``~/.cache/cryorl``) and ``~`` to the home folder.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["PRESET_DIR", "list_presets", "preset_path", "load_preset"]
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "envs"
+KNOWN_KEYS = {"description", "grid", "grid_seed", "data", "costs", "budget", "threshold", "feature_set",
+              "max_holes"}
+
+
+def list_presets(directory: str | os.PathLike | None = None) -> list[str]:
+    """Names of the presets in ``envs/`` (or ``directory``)."""
+    directory = Path(directory) if directory else PRESET_DIR
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def preset_path(preset: str | os.PathLike) -> Path:
+    """A preset's YAML file, from a path or a name in ``envs/``."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"no preset file {path}")
+        return path
+    candidate = PRESET_DIR / f"{preset}.yaml"
+    if not candidate.exists():
+        raise ValueError(f"unknown preset {preset!r}; presets in {PRESET_DIR}: {', '.join(list_presets())}")
+    return candidate
+
+
+def _resolve(value: str, base: Path) -> Path:
+    from cryorl.download import cache_dir
+
+    path = Path(os.path.expanduser(str(value).replace("{cache}", str(cache_dir()))))
+    return path if path.is_absolute() else (base / path)
+
+
+def load_preset(preset: str | os.PathLike) -> dict[str, Any]:
+    """Read a preset into ``CryoEMEnv`` keyword arguments; a ``data`` section is loaded into ``atlas``."""
+    path = preset_path(preset)
+    with open(path) as handle:
+        settings = yaml.safe_load(handle) or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: a preset must be a mapping of settings, not {type(settings).__name__}")
+    unknown = set(settings) - KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown preset keys {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
+    settings.pop("description", None)
+    data = settings.pop("data", None)
+    if data is not None:
+        from cryorl.atlas import Atlas
+        from cryorl.loaders import load_cryorl_dataset
+
+        if "table" in data:
+            settings["atlas"] = Atlas.load(_resolve(data["table"], path.parent))
+        else:
+            options = {k: data[k] for k in ("era", "missing_prediction") if k in data}
+            if "predictions" in data:
+                options["predictions"] = _resolve(data["predictions"], path.parent)
+            settings["atlas"] = load_cryorl_dataset(_resolve(data["dir"], path.parent), data.get("split", "train"),
+                                                    **options)
+    return settings
