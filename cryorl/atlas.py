@@ -294,10 +294,13 @@ def _first_duplicate(values) -> object:
 def _check_nested(atlas: Atlas, child: np.ndarray, parent: np.ndarray, child_name: str, parent_name: str) -> None:
     """Every child group (e.g. a patch) must sit in exactly one parent group (e.g. a square)."""
     n_child = int(child.max()) + 1
-    first_parent = np.full(n_child, -1, dtype=np.int64)
-    first_parent[child[::-1]] = parent[::-1]  # the parent of each child's first hole
-    bad = np.flatnonzero(first_parent[child] != parent)
+    first_hole = np.full(n_child, len(child), dtype=np.int64)
+    np.minimum.at(first_hole, child, np.arange(len(child)))
+    bad = np.flatnonzero(parent[first_hole[child]] != parent)
     if bad.size:
         i = int(bad[0])
+        j = int(first_hole[child[i]])
         names = getattr(atlas, f"{child_name}_names")
-        raise AtlasError(f"{atlas._hole(i)}: {child_name} {names[child[i]]!r} appears in more than one {parent_name}")
+        parents = getattr(atlas, f"{parent_name}_names")
+        raise AtlasError(f"{atlas._hole(i)}: {child_name} {names[child[i]]!r} appears in more than one {parent_name} "
+                         f"({parents[parent[j]]!r} at hole {j}, {parents[parent[i]]!r} here)")
