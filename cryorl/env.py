@@ -169,7 +169,7 @@ class CryoEMEnv(gym.Env):
         hole = self._as_hole(action)
         if hole is None:
             self._elapsed += self._cost_by_level[0]
-            terminated = self._elapsed > self.budget
+            terminated = bool(self._elapsed > self.budget)
             return self._observe(), self.invalid_action_penalty, terminated, False, self._info(-1, self._current)
         src = self._current
         level = 0 if self._patch[src] == self._patch[hole] else 1 if self._square[src] == self._square[hole] \
@@ -183,7 +183,7 @@ class CryoEMEnv(gym.Env):
         self._current = hole
         self._path.append(hole)
         self._features.update(self._visited, src, hole)
-        terminated = self._elapsed > self.budget or self._exposures + 1 >= self._n
+        terminated = bool(self._elapsed > self.budget or self._exposures + 1 >= self._n)
         return self._observe(), reward, terminated, False, self._info(level, hole)
 
     def action_masks(self) -> np.ndarray:

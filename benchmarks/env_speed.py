@@ -1,0 +1,51 @@
+"""Step and reset time of CryoEM-v0 by grid size and feature set (median over many steps).
+
+    python benchmarks/env_speed.py [--sizes 1000 2341 10000 50000] [--steps 500]
+
+Actions are drawn beforehand (a random order of holes), so only the environment is timed.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from cryorl import CryoEMEnv
+from cryorl.synth import GridSpec, simulate_atlas
+
+
+def time_env(n_holes: int, feature_set: str, steps: int, seed: int = 0) -> dict:
+    atlas = simulate_atlas(seed, GridSpec.with_holes(n_holes))
+    env = CryoEMEnv(atlas, feature_set=feature_set, budget=1e9)
+    resets = []
+    for k in range(5):
+        start = time.perf_counter()
+        env.reset(seed=k)
+        resets.append(time.perf_counter() - start)
+    _, info = env.reset(seed=seed)
+    order = np.random.default_rng(seed).permutation(np.flatnonzero(info["action_mask"]))[:steps]
+    durations = np.empty(len(order))
+    for i, action in enumerate(order):
+        start = time.perf_counter()
+        env.step(int(action))
+        durations[i] = time.perf_counter() - start
+    return {"holes": n_holes, "feature set": feature_set, "step median (ms)": np.median(durations) * 1e3,
+            "step p90 (ms)": np.percentile(durations, 90) * 1e3, "reset median (ms)": np.median(resets) * 1e3,
+            "steps timed": len(order)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2341, 10000, 50000])
+    parser.add_argument("--feature-sets", nargs="+", default=["compact", "cryorl"])
+    parser.add_argument("--steps", type=int, default=500)
+    args = parser.parse_args()
+    rows = [time_env(n, fs, args.steps if n <= 10000 else max(args.steps // 5, 20))
+            for fs in args.feature_sets for n in args.sizes]
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+if __name__ == "__main__":
+    main()
