@@ -28,8 +28,9 @@ def _cell(rank: np.ndarray, siblings: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (rank % side + 0.5) / side, (rank // side + 0.5) / side, 1.0 / side
 
 
-def map_coordinates(atlas: Atlas) -> tuple[np.ndarray, np.ndarray]:
-    """Schematic map coordinates of every hole (tile cells are 1 unit wide). Vectorized over holes."""
+def map_coordinates(atlas: Atlas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Schematic map coordinates of every hole (tile cells are 1 unit wide), and each square's cell as rows of
+    (centre x, centre y, side). Vectorized over holes."""
     square_tile = np.zeros(atlas.n_squares, dtype=np.int64)
     square_tile[atlas.square] = atlas.tile
     patch_square = np.zeros(atlas.n_patches, dtype=np.int64)
@@ -51,19 +52,23 @@ def map_coordinates(atlas: Atlas) -> tuple[np.ndarray, np.ndarray]:
     scale = patch_size / (2.0 * np.maximum(extent, 1e-9))
     x = patch_x[atlas.patch] + atlas.x * scale[atlas.patch]
     y = patch_y[atlas.patch] + atlas.y * scale[atlas.patch]
-    return x, y
+    return x, y, np.stack([square_x, square_y, square_size], axis=1)
 
 
 def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, path: list[int] | None = None,
-                  threshold: float = 6.0, coordinates: tuple[np.ndarray, np.ndarray] | None = None,
+                  threshold: float = 6.0, coordinates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                   title: str | None = None):
-    """Draw the grid map on ``ax`` (created if None) and return it: holes coloured by measured CTFMaxRes
-    (green ≤ threshold … red 20 Å), exposed holes ringed, the collection path as a line."""
+    """Draw the grid map on ``ax`` (created if None) and return it: squares as grey cells, holes coloured by
+    measured CTFMaxRes (green ≤ threshold … red), exposed holes ringed, the collection path as a line."""
     import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6))
-    x, y = coordinates if coordinates is not None else map_coordinates(atlas)
+    x, y, squares = coordinates if coordinates is not None else map_coordinates(atlas)
+    boxes = [Rectangle((cx - side / 2, cy - side / 2), side, side) for cx, cy, side in squares]
+    ax.add_collection(PatchCollection(boxes, facecolor="0.93", edgecolor="0.75", linewidth=0.5, zorder=0))
     ctf = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
     size = max(2.0, 3000.0 / max(len(atlas), 1))
     points = ax.scatter(x, y, c=ctf, cmap="RdYlGn_r", vmin=2.0, vmax=2 * threshold + 2, s=size, linewidths=0)
@@ -83,7 +88,7 @@ def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, p
 
 
 def render_rgb(atlas: Atlas, visited: np.ndarray, path: list[int], title: str, threshold: float,
-               coordinates: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+               coordinates: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """The grid map as an RGB image (H, W, 3) uint8, drawn off-screen."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
