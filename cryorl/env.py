@@ -45,7 +45,8 @@ class CryoEMEnv(gym.Env):
     minutes left) or ``"cryorl"`` (the papers' 4 × 32 = 128 features per hole; 4 × 17 with classifier predictions).
 
     ## Starting State
-    A uniformly random hole (or ``options={"start": i}``), marked visited; elapsed time 0; it earns nothing.
+    A uniformly random hole (or ``options={"start": i}``, an index or a hole name), marked visited; elapsed time 0;
+    it earns nothing. ``options={"budget": minutes}`` sets the budget of that episode only.
 
     ## Rewards
     Moving from the current hole to hole ``a`` is a switch of level 0 (same patch), 1 (other patch, same square),
@@ -126,6 +127,7 @@ class CryoEMEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(self.max_holes)
         self._needs_grid = self.grid_spec is not None and grid_seed is None
         self._current = -1
+        self._budget = self.budget
 
     # ---------------------------------------------------------------------------------------------- atlas
     def _set_atlas(self, atlas: Atlas) -> None:
@@ -135,7 +137,8 @@ class CryoEMEnv(gym.Env):
         self._n = len(atlas)
         self._tile, self._square, self._patch = atlas.tile, atlas.square, atlas.patch
         self._good = atlas.is_good(self.threshold)
-        self._features = make_feature_set(self.feature_set_name, atlas, self.max_holes, self.threshold, self.budget)
+        self._features = make_feature_set(self.feature_set_name, atlas, self.max_holes, self.threshold,
+                                          self._cost_by_level)
         self._coordinates = None
 
     # ------------------------------------------------------------------------------------------ gym API
@@ -145,6 +148,12 @@ class CryoEMEnv(gym.Env):
             self._set_atlas(simulate_atlas(self.np_random, self.grid_spec))
             self._needs_grid = False
         options = options or {}
+        unknown = set(options) - {"start", "budget"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; known: 'start' (hole), 'budget' (minutes)")
+        self._budget = float(options.get("budget", self.budget))
+        if not self._budget > 0:
+            raise ValueError(f"budget must be a positive number of minutes, not {self._budget}")
         if "start" in options:
             start = options["start"]
             if isinstance(start, str):
@@ -169,7 +178,7 @@ class CryoEMEnv(gym.Env):
         hole = self._as_hole(action)
         if hole is None:
             self._elapsed += self._cost_by_level[0]
-            terminated = bool(self._elapsed > self.budget)
+            terminated = bool(self._elapsed > self._budget)
             return self._observe(), self.invalid_action_penalty, terminated, False, self._info(-1, self._current)
         src = self._current
         level = 0 if self._patch[src] == self._patch[hole] else 1 if self._square[src] == self._square[hole] \
@@ -183,7 +192,7 @@ class CryoEMEnv(gym.Env):
         self._current = hole
         self._path.append(hole)
         self._features.update(self._visited, src, hole)
-        terminated = bool(self._elapsed > self.budget or self._exposures + 1 >= self._n)
+        terminated = bool(self._elapsed > self._budget or self._exposures + 1 >= self._n)
         return self._observe(), reward, terminated, False, self._info(level, hole)
 
     def action_masks(self) -> np.ndarray:
@@ -197,11 +206,11 @@ class CryoEMEnv(gym.Env):
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'ansi'")
             return None
         if self.render_mode == "ansi":
-            return render_ansi(self.atlas, self._visited, self._current, self._elapsed, self.budget,
+            return render_ansi(self.atlas, self._visited, self._current, self._elapsed, self._budget,
                                self._good_count, self.threshold)
         if self._coordinates is None:
             self._coordinates = map_coordinates(self.atlas)
-        title = (f"{self._elapsed:.0f}/{self.budget:g} min, {self._good_count} good of {self._exposures} "
+        title = (f"{self._elapsed:.0f}/{self._budget:g} min, {self._good_count} good of {self._exposures} "
                  f"exposures")
         return render_rgb(self.atlas, self._visited, self._path, title, self.threshold, self._coordinates)
 
@@ -210,6 +219,23 @@ class CryoEMEnv(gym.Env):
     def elapsed(self) -> float:
         """Minutes spent in the current episode."""
         return self._elapsed
+
+    @property
+    def episode_budget(self) -> float:
+        """Budget (minutes) of the current episode."""
+        return self._budget
+
+    @property
+    def current_hole(self) -> int:
+        """Index of the hole the microscope is at."""
+        return self._current
+
+    @property
+    def visited(self) -> np.ndarray:
+        """Holes exposed so far in this episode (a read-only view; the start hole included)."""
+        view = self._visited.view()
+        view.flags.writeable = False
+        return view
 
     @property
     def path(self) -> list[int]:
@@ -242,7 +268,7 @@ class CryoEMEnv(gym.Env):
         return hole
 
     def _observe(self) -> dict[str, np.ndarray]:
-        return self._features.observe(self._visited, self._current, self._elapsed)
+        return self._features.observe(self._visited, self._current, self._budget - self._elapsed)
 
     def _info(self, level: int, hole: int) -> dict[str, Any]:
         return {

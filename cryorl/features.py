@@ -7,10 +7,11 @@ O(holes) numpy work (one gather) and no Python loop over holes.
 
 ``compact`` (default)
     Raw per-hole facts; hierarchical statistics are left to the policy network (gather/scatter by id in torch),
-    which keeps replay buffers small (≈ 18 bytes per hole). Keys: ``predicted_ctf`` (Å, clipped at 20),
+    which keeps replay buffers small (≈ 24 bytes per hole). Keys: ``predicted_ctf`` (Å, clipped at 20),
     ``measured_ctf`` (Å, clipped at 20; 0 until the hole is exposed: a microscope knows the CTFMaxRes of every
     exposure it has taken), ``hierarchy`` (tile, square, patch ids), ``is_hole`` (0 on padded rows), ``visited``,
-    ``current`` (one-hot), ``time_left`` (minutes), ``action_mask``.
+    ``current`` (one-hot), ``time_left`` (minutes), ``costs`` (minutes per hole/patch/square/tile switch),
+    ``threshold`` (Å), ``action_mask``.
 ``cryorl``
     The CryoRL papers' matrix: 32 features per hole for each of the last 4 steps (128 columns, oldest first) —
     hole: predicted CTF/20 (clipped at 20 Å) and visited flag; for the hole's patch, square and tile: a normalised
@@ -34,6 +35,8 @@ __all__ = ["FEATURE_SETS", "make_feature_set", "CompactFeatures", "CryoRLFeature
            "GROUP_CAPS"]
 
 HISTOGRAM_EDGES = np.array([0.0, 4.0, 6.0, 8.0, 10.0, 999999.0])
+MAX_MINUTES = 1e5
+"""Upper bound of minute-valued observations (about 69 days of microscope time)."""
 GROUP_CAPS = (25.0, 150.0, 500.0)
 """Count normalisers of the CryoRL features for a patch, a square and an atlas tile."""
 
@@ -43,12 +46,12 @@ class _FeatureSet:
 
     name = ""
 
-    def __init__(self, atlas: Atlas, max_holes: int, threshold: float, budget: float) -> None:
+    def __init__(self, atlas: Atlas, max_holes: int, threshold: float, costs: np.ndarray) -> None:
         self.atlas = atlas
         self.n = len(atlas)
         self.max_holes = max_holes
         self.threshold = threshold
-        self.budget = budget
+        self.costs = np.asarray(costs, dtype=np.float32)
         self.ids = np.stack([atlas.tile, atlas.square, atlas.patch], axis=1)  # (n, 3): tile, square, patch
 
     def _mask(self, visited: np.ndarray) -> np.ndarray:
@@ -65,8 +68,8 @@ class _FeatureSet:
 class CompactFeatures(_FeatureSet):
     name = "compact"
 
-    def __init__(self, atlas: Atlas, max_holes: int, threshold: float, budget: float) -> None:
-        super().__init__(atlas, max_holes, threshold, budget)
+    def __init__(self, atlas: Atlas, max_holes: int, threshold: float, costs: np.ndarray) -> None:
+        super().__init__(atlas, max_holes, threshold, costs)
         if not atlas.has_ctf_predictions:
             raise ValueError(f"the compact feature set needs predicted CTFMaxRes values, but {atlas.source} has "
                              "classifier probabilities only; use feature_set='cryorl' (the 17-feature variant)")
@@ -84,7 +87,9 @@ class CompactFeatures(_FeatureSet):
             "is_hole": spaces.Box(0, 1, (m,), np.int8),
             "visited": spaces.Box(0, 1, (m,), np.int8),
             "current": spaces.Box(0, 1, (m,), np.int8),
-            "time_left": spaces.Box(0.0, np.float32(self.budget), (1,), np.float32),
+            "time_left": spaces.Box(0.0, MAX_MINUTES, (1,), np.float32),
+            "costs": spaces.Box(0.0, MAX_MINUTES, (4,), np.float32),
+            "threshold": spaces.Box(0.0, 100.0, (1,), np.float32),
             "action_mask": spaces.Box(0, 1, (m,), np.int8),
         })
 
@@ -94,19 +99,19 @@ class CompactFeatures(_FeatureSet):
     def update(self, visited: np.ndarray, previous: int, hole: int) -> None:
         pass
 
-    def observe(self, visited: np.ndarray, current: int, elapsed: float) -> dict[str, np.ndarray]:
+    def observe(self, visited: np.ndarray, current: int, time_left: float) -> dict[str, np.ndarray]:
         visited_row = np.zeros(self.max_holes, dtype=np.int8)
         visited_row[: self.n] = visited
         measured = np.zeros(self.max_holes, dtype=np.float32)
         measured[: self.n] = np.where(visited, self._truth, 0.0)
         current_row = np.zeros(self.max_holes, dtype=np.int8)
         current_row[current] = 1
-        left = np.float32(min(max(self.budget - elapsed, 0.0), self.budget))
         return {
             "predicted_ctf": self._predicted.copy(), "measured_ctf": measured,
             "hierarchy": self._hierarchy.copy(), "is_hole": self._is_hole.copy(),
             "visited": visited_row, "current": current_row,
-            "time_left": np.array([left], dtype=np.float32), "action_mask": self._mask(visited),
+            "time_left": np.array([min(max(time_left, 0.0), MAX_MINUTES)], dtype=np.float32), "costs": self.costs.copy(),
+            "threshold": np.array([self.threshold], dtype=np.float32), "action_mask": self._mask(visited),
         }
 
 
@@ -115,8 +120,8 @@ class CryoRLFeatures(_FeatureSet):
 
     name = "cryorl"
 
-    def __init__(self, atlas: Atlas, max_holes: int, threshold: float, budget: float, history: int = 4) -> None:
-        super().__init__(atlas, max_holes, threshold, budget)
+    def __init__(self, atlas: Atlas, max_holes: int, threshold: float, costs: np.ndarray, history: int = 4) -> None:
+        super().__init__(atlas, max_holes, threshold, costs)
         self.history = history
         self.category = not atlas.has_ctf_predictions
         truth = np.minimum(np.nan_to_num(atlas.true_ctf, nan=np.inf), MAX_FEATURE_CTF)
@@ -213,7 +218,7 @@ class CryoRLFeatures(_FeatureSet):
         self._refresh_rows(rows)
         self._frames.append(self._frame(visited, hole))
 
-    def observe(self, visited: np.ndarray, current: int, elapsed: float) -> dict[str, np.ndarray]:
+    def observe(self, visited: np.ndarray, current: int, time_left: float) -> dict[str, np.ndarray]:
         features = np.zeros((self.max_holes, self.dim * self.history), dtype=np.float32)
         for k, frame in enumerate(self._frames):
             features[: self.n, k * self.dim:(k + 1) * self.dim] = frame
@@ -223,9 +228,9 @@ class CryoRLFeatures(_FeatureSet):
 FEATURE_SETS = {"compact": CompactFeatures, "cryorl": CryoRLFeatures}
 
 
-def make_feature_set(name: str, atlas: Atlas, max_holes: int, threshold: float, budget: float) -> _FeatureSet:
+def make_feature_set(name: str, atlas: Atlas, max_holes: int, threshold: float, costs: np.ndarray) -> _FeatureSet:
     try:
         cls = FEATURE_SETS[name]
     except KeyError:
         raise ValueError(f"unknown feature_set {name!r}; choose one of {', '.join(FEATURE_SETS)}") from None
-    return cls(atlas, max_holes, threshold, budget)
+    return cls(atlas, max_holes, threshold, costs)

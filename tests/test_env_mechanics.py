@@ -104,9 +104,22 @@ def test_compact_observation(tiny_atlas):
     assert obs["measured_ctf"].tolist() == [0, 0, 0, 0, 20.0, 0, 0, 0]     # failed fit, clipped at 20 Å
     assert obs["current"].tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
     assert obs["hierarchy"][6].tolist() == [1, 2, 3]
+    assert obs["costs"].tolist() == [1, 2, 6, 8] and obs["threshold"].tolist() == [6.0]
     obs, *_ = env.step(5)
     assert obs["time_left"].tolist() == [4.0] and obs["visited"].tolist() == [0, 0, 0, 0, 1, 1, 0, 0]
     assert obs["measured_ctf"][5] == 3.0
+    obs, *_ = env.step(6)
+    assert obs["time_left"].tolist() == [0.0]
+
+
+def test_budget_per_episode(tiny_atlas):
+    env = CryoEMEnv(tiny_atlas, budget=100)
+    obs, _ = env.reset(options={"start": 0, "budget": 1.5})
+    assert obs["time_left"][0] == 1.5 and env.episode_budget == 1.5
+    assert env.step(1)[2] is False and env.step(3)[2] is True
+    assert env.reset(options={"start": 0})[0]["time_left"][0] == 100
+    with pytest.raises(ValueError, match=r"unknown reset options \['budjet'\]"):
+        env.reset(options={"budjet": 3})
 
 
 def test_uniform_random_start_covers_every_hole(tiny_atlas):
