@@ -1,0 +1,102 @@
+"""The evaluation loop every policy goes through: seeded random starts, one episode per start and budget.
+
+Episode ``i`` starts from the hole drawn by ``reset(seed=seed + i)``, so every policy sees the same starts (a
+policy with its own start, like a human trace, keeps it). Each budget is a separate episode with that budget
+(``reset(options={"budget": …})``): policies that look at the time left can plan for it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from cryorl.agents.base import Policy
+from cryorl.atlas import Atlas
+from cryorl.env import CryoEMEnv
+
+__all__ = ["evaluate_policy", "summarize", "TRAJECTORY_COLUMNS", "SUMMARY_COLUMNS"]
+
+TRAJECTORY_COLUMNS = ["agent", "budget", "episode", "step", "hole", "elapsed", "switch_level", "ctf",
+                      "predicted_ctf", "good", "reward"]
+SUMMARY_COLUMNS = ["agent", "budget", "episodes", "good_mean", "good_std", "exposures_mean", "exposures_std",
+                   "reward_mean", "reward_std", "hole_switches", "patch_switches", "square_switches",
+                   "tile_switches", "decision_ms"]
+
+
+def _as_env(env_or_atlas, **env_kwargs) -> CryoEMEnv:
+    if isinstance(env_or_atlas, Atlas):
+        return CryoEMEnv(env_or_atlas, **env_kwargs)
+    if env_or_atlas is None:
+        return CryoEMEnv(**env_kwargs)
+    return env_or_atlas.unwrapped
+
+
+def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = None, *, episodes: int = 50,
+                    seed: int = 0, budgets: Iterable[float] = (120, 240, 480), progress: bool = False,
+                    **env_kwargs) -> pd.DataFrame:
+    """Run ``policy`` for ``episodes`` seeded starts at each budget; one row per step (step 0 = start hole).
+
+    Columns: ``agent, budget, episode, step, hole`` (name), ``elapsed`` (minutes), ``switch_level`` (-1 for the
+    start), ``ctf`` and ``predicted_ctf`` (Å), ``good`` (a good exposure that counted; the start hole earns
+    nothing), ``reward``. The mean decision time is kept in ``df.attrs["decision_ms"]`` (``{agent: ms}``).
+    """
+    env = _as_env(env_or_atlas, **env_kwargs)
+    budgets = [float(b) for b in budgets]
+    rows: list[tuple] = []
+    decisions: list[float] = []
+    runs = [(b, e) for b in budgets for e in range(episodes)]
+    iterator = runs
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(runs, desc=f"evaluating {policy.name}", unit="episode", leave=False)
+    for budget, episode in iterator:
+        options = {"budget": budget}
+        env.reset(seed=seed + episode)           # the seeded start (and grid, for a simulated env)
+        policy.reset(env)
+        start = policy.start_hole(env)
+        options["start"] = start if start is not None else env.current_hole
+        obs, info = env.reset(options=options)
+        policy.reset(env)
+        atlas = env.atlas
+        rows.append((policy.name, budget, episode, 0, info["hole"], 0.0, -1, info["true_ctf"],
+                     info["predicted_ctf"], False, 0.0))
+        done, step = False, 0
+        while not done:
+            tic = time.perf_counter()
+            action = policy.act(obs, obs["action_mask"])
+            decisions.append(time.perf_counter() - tic)
+            obs, reward, done, truncated, info = env.step(action)
+            done = done or truncated
+            step += 1
+            rows.append((policy.name, budget, episode, step, info["hole"], info["elapsed"], info["switch_level"],
+                         info["true_ctf"], info["predicted_ctf"], bool(atlas.is_good(env.threshold)[action]),
+                         reward))
+    frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
+    frame.attrs["decision_ms"] = {policy.name: float(np.mean(decisions)) * 1e3 if decisions else float("nan")}
+    return frame
+
+
+def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per agent and budget: episodes, mean ± std of good exposures, exposures and reward, mean switches by level,
+    and the mean decision time per step (``decision_ms``, default ``trajectories.attrs["decision_ms"]``)."""
+    steps = trajectories[trajectories["step"] > 0]
+    per_episode = steps.groupby(["agent", "budget", "episode"]).agg(
+        good=("good", "sum"), exposures=("step", "size"), reward=("reward", "sum"),
+        hole_switches=("switch_level", lambda s: int((s == 0).sum())),
+        patch_switches=("switch_level", lambda s: int((s == 1).sum())),
+        square_switches=("switch_level", lambda s: int((s == 2).sum())),
+        tile_switches=("switch_level", lambda s: int((s == 3).sum())),
+    ).reset_index()
+    summary = per_episode.groupby(["agent", "budget"], sort=False).agg(
+        episodes=("episode", "size"), good_mean=("good", "mean"), good_std=("good", "std"),
+        exposures_mean=("exposures", "mean"), exposures_std=("exposures", "std"),
+        reward_mean=("reward", "mean"), reward_std=("reward", "std"),
+        hole_switches=("hole_switches", "mean"), patch_switches=("patch_switches", "mean"),
+        square_switches=("square_switches", "mean"), tile_switches=("tile_switches", "mean"),
+    ).reset_index()
+    decision_ms = decision_ms if decision_ms is not None else trajectories.attrs.get("decision_ms", {})
+    summary["decision_ms"] = summary["agent"].map(decision_ms).astype(float)
+    return summary[SUMMARY_COLUMNS]
