@@ -66,7 +66,7 @@ class CryoEMEnv(gym.Env):
     ``atlas``, ``preset``, ``costs`` (preset name, mapping or 4 minutes), ``budget`` (minutes), ``threshold`` (Å),
     ``feature_set``, ``max_holes`` (padding; default the grid's hole count), ``switch_rewards``, ``grid`` (a
     :class:`~cryorl.synth.GridSpec` or mapping of its fields for simulated grids), ``grid_seed`` (fix the simulated
-    grid), ``invalid_action``, ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``).
+    grid), ``resample_grid`` (draw a new simulated grid on every reset, seeded or not: for training), ``invalid_action``, ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``).
 
     ## Version History
     * v0: mechanics of the CryoRL reference implementation (Fan et al. 2023), uniform start over all holes.
@@ -78,7 +78,7 @@ class CryoEMEnv(gym.Env):
                  costs: str | CollectionCosts | dict | tuple | list = "cryorl-2023", budget: float = 480.0,
                  threshold: float = 6.0, feature_set: str = "compact", max_holes: int | None = None,
                  switch_rewards: tuple[float, float, float, float] = CRYORL_SWITCH_REWARDS,
-                 grid: GridSpec | dict | None = None, grid_seed: int | None = None,
+                 grid: GridSpec | dict | None = None, grid_seed: int | None = None, resample_grid: bool = False,
                  invalid_action: Literal["raise", "penalize"] = "raise", invalid_action_penalty: float = -1.0,
                  render_mode: str | None = None) -> None:
         if preset is not None:
@@ -125,6 +125,9 @@ class CryoEMEnv(gym.Env):
         self._set_atlas(atlas)
         self.observation_space = self._features.observation_space()
         self.action_space = gym.spaces.Discrete(self.max_holes)
+        self.resample_grid = bool(resample_grid)
+        if self.resample_grid and (self.grid_spec is None or grid_seed is not None):
+            raise ValueError("resample_grid needs a simulated grid without grid_seed")
         self._needs_grid = self.grid_spec is not None and grid_seed is None
         self._current = -1
         self._budget = self.budget
@@ -144,7 +147,8 @@ class CryoEMEnv(gym.Env):
     # ------------------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        if self.grid_spec is not None and self.grid_seed is None and (seed is not None or self._needs_grid):
+        if self.grid_spec is not None and self.grid_seed is None and (seed is not None or self._needs_grid
+                                                                     or self.resample_grid):
             self._set_atlas(simulate_atlas(self.np_random, self.grid_spec))
             self._needs_grid = False
         options = options or {}

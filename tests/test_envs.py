@@ -84,6 +84,12 @@ def test_default_grid_is_drawn_by_the_reset_seed():
     env.reset()
     assert env.unwrapped.atlas is b                # no seed: same grid
     assert len(a) == len(b) == 2341 and not np.array_equal(a.true_ctf, b.true_ctf)
+    resampling = gym.make("CryoEM-v0", resample_grid=True, grid={"n_holes": 100, "n_patches": 8, "n_squares": 3,
+                                                                 "n_tiles": 2})
+    resampling.reset(seed=1)
+    first = resampling.unwrapped.atlas
+    resampling.reset()
+    assert resampling.unwrapped.atlas is not first
     fixed = gym.make("cryorl:CryoEM-v0", grid_seed=3)
     fixed.reset(seed=1)
     g = fixed.unwrapped.atlas

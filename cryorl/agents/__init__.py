@@ -12,19 +12,31 @@ from cryorl.agents.evaluation import evaluate_policy, summarize
 __all__ = ["Policy", "BASELINES", "RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy",
            "OraclePolicy", "HumanTracePolicy", "evaluate_policy", "summarize", "make_policy", "AGENT_NAMES"]
 
-AGENT_NAMES = tuple(BASELINES)
+AGENT_NAMES = tuple(BASELINES) + ("dqn", "ppo")
+PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "agents" / "pretrained"
 
 
 def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
-    """A policy by name (a baseline: random, predict-rank, greedy-local, snowball, oracle), or
-    ``human-trace:PATH`` (a timestamps.csv or a file of hole names, one per line)."""
+    """A policy by name — a baseline (random, predict-rank, greedy-local, snowball, oracle) or a shipped learned
+    policy (dqn, ppo: ``agents/pretrained/``) — or the path of a saved policy folder, or ``human-trace:PATH``
+    (a timestamps.csv or a file of hole names, one per line)."""
+    from cryorl.agents.learned import LearnedPolicy
+
     text = str(agent)
     if text in BASELINES:
         cls = BASELINES[text]
         return cls(seed=seed) if cls is RandomPolicy else cls()
+    if text in ("dqn", "ppo"):
+        folder = PRETRAINED_DIR / text
+        if not folder.exists():
+            raise ValueError(f"no shipped {text} policy at {folder}; train one with agents/train.py --algo {text}")
+        return LearnedPolicy.load(folder, name=text)
+    if Path(text).is_dir():
+        return LearnedPolicy.load(text)
     if text.startswith("human-trace:"):
         path = Path(text.split(":", 1)[1])
         if path.suffix == ".csv" and "," in path.read_text().splitlines()[0]:
             return HumanTracePolicy(path)
         return HumanTracePolicy([line.strip() for line in path.read_text().splitlines() if line.strip()])
-    raise ValueError(f"unknown agent {text!r}; choose one of {', '.join(AGENT_NAMES)}, or human-trace:PATH")
+    raise ValueError(f"unknown agent {text!r}; choose one of {', '.join(AGENT_NAMES)}, a saved policy folder, "
+                     "or human-trace:PATH")

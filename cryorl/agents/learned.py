@@ -1,0 +1,93 @@
+"""Learned policies as plain files: a :class:`HoleScorer` state dict plus a JSON config, loadable on any grid size.
+
+Loading uses ``torch.load(weights_only=True)``: a policy file cannot run code. (SB3 ``.zip`` checkpoints, used to
+resume training, unpickle Python objects: load those only from sources you trust.)
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryorl.agents.base import Policy
+from cryorl.agents.network import HoleScorer, observation_to_tensors
+from cryorl.fileio import atomic_path, atomic_write_text
+
+__all__ = ["LearnedPolicy", "scorer_from_model"]
+
+WEIGHTS = "scorer.pt"
+CONFIG = "config.json"
+
+
+def scorer_from_model(model) -> HoleScorer:
+    """The HoleScorer inside a trained MaskedDQN or MaskablePPO model."""
+    policy = model.policy
+    if hasattr(policy, "q_net"):
+        return policy.q_net.scorer
+    if hasattr(policy, "mlp_extractor") and hasattr(policy.mlp_extractor, "scorer"):
+        return policy.mlp_extractor.scorer
+    raise TypeError(f"{type(model).__name__} has no cryorl HoleScorer (train it with cryorl.agents.sb3)")
+
+
+class LearnedPolicy(Policy):
+    """Acts greedily on a :class:`HoleScorer`'s per-hole scores; works on any number of holes.
+
+    Needs the environment's ``compact`` observation.
+    """
+
+    def __init__(self, scorer: HoleScorer, name: str = "learned", metadata: dict | None = None) -> None:
+        self.scorer = scorer.eval()
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    @classmethod
+    def from_model(cls, model, name: str, metadata: dict | None = None) -> "LearnedPolicy":
+        scorer = HoleScorer(hidden=scorer_from_model(model).hidden)
+        scorer.load_state_dict(scorer_from_model(model).state_dict())
+        return cls(scorer, name, metadata)
+
+    def reset(self, env) -> None:
+        if getattr(env, "feature_set_name", "compact") != "compact":
+            raise ValueError(f"{self.name} needs feature_set='compact', the environment has "
+                             f"{env.feature_set_name!r}")
+
+    @torch.no_grad()
+    def act(self, observation, action_mask) -> int:
+        scores = self.scorer(observation_to_tensors(observation))[0].numpy()
+        scores = np.where(np.asarray(action_mask) > 0, scores, -np.inf)
+        return int(np.argmax(scores))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``scorer.pt`` (state dict) and ``config.json`` into ``directory``, atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / WEIGHTS) as tmp:
+            torch.save(self.scorer.state_dict(), tmp)
+        config = {"format": "cryorl-hole-scorer/1", "name": self.name, "hidden": self.scorer.hidden,
+                  **self.metadata}
+        atomic_write_text(directory / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, name: str | None = None) -> "LearnedPolicy":
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG, directory / WEIGHTS
+        if not config_path.exists() or not weights_path.exists():
+            raise FileNotFoundError(f"{directory} is not a saved cryorl policy (needs {CONFIG} and {WEIGHTS})")
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+        if config.get("format") != "cryorl-hole-scorer/1":
+            raise ValueError(f"{config_path}: unknown policy format {config.get('format')!r}")
+        scorer = HoleScorer(hidden=int(config["hidden"]))
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            scorer.load_state_dict(state)
+        except Exception as error:  # corrupt file, wrong shapes
+            raise ValueError(f"{weights_path}: cannot load the policy weights ({error})") from None
+        metadata = {k: v for k, v in config.items() if k not in ("format", "name", "hidden")}
+        return cls(scorer, name or config.get("name", directory.name), metadata)
