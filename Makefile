@@ -25,6 +25,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py
 	$(PY) benchmarks/grid_statistics.py
+	$(PY) benchmarks/load_speed.py
 
 constraints: $(STAMP)
 	( echo "# Versions cryorl is tested with (pip install -c constraints.txt ...). Regenerate with \`make constraints\`."; \

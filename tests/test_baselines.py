@@ -121,3 +121,10 @@ def test_baselines_scale_to_large_grids():
     atlas = simulate_atlas(0, n_holes=10000, n_patches=735, n_squares=107, n_tiles=68)
     frame = evaluate_policy(GreedyLocalPolicy(), atlas, episodes=1, budgets=[60])
     assert frame[frame.step > 0].hole.is_unique and frame.elapsed.max() > 60
+
+
+def test_markdown_table():
+    from cryorl.markdown import markdown_table
+
+    frame = pd.DataFrame({"agent": ["a", "b"], "good": [1.25, np.nan]}).set_index("agent")
+    assert markdown_table(frame).splitlines() == ["| agent | good |", "|---|---|", "| a | 1.2 |", "| b |  |"]

@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from cryorl import CryoEMEnv, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.agents.learned import LearnedPolicy
-from cryorl.agents.network import HoleScorer, observation_to_tensors
+from cryorl.agents.network import HoleScorer, hole_features, observation_to_tensors
 from cryorl.agents.sb3 import HoleDQNPolicy, HoleMaskablePolicy, MaskedDQN
 from cryorl.agents.training import train
 
@@ -114,3 +114,35 @@ def test_ppo_training_config(tmp_path):
     policy = train(config, tmp_path / "ppo", seed=0, progress_bar=False, log=lambda _: None)
     summary = summarize(evaluate_policy(policy, simulate_atlas(9), episodes=1, budgets=[60]))
     assert summary.exposures_mean.iloc[0] > 5
+
+
+def test_guided_exploration_follows_greedy_local(aldolase):
+    from cryorl.agents import GreedyLocalPolicy
+
+    env = CryoEMEnv(aldolase, budget=120)
+    venv = DummyVecEnv([lambda: Monitor(CryoEMEnv(aldolase, budget=120))])
+    model = MaskedDQN(HoleDQNPolicy, venv, exploration_guide=1.0, buffer_size=100, seed=0)
+    model.exploration_rate = 1.0
+    planner = GreedyLocalPolicy()
+    obs, _ = env.reset(seed=2)
+    planner.reset(env)
+    for _ in range(30):
+        batched = {k: v[None] for k, v in obs.items()}
+        explored = int(model.predict(batched, deterministic=False)[0][0])
+        chosen = planner.act(obs, obs["action_mask"])
+        # greedy-local's hole or one tied with it (equal prediction in its patch, or a patch of equal rate)
+        picks = set(np.flatnonzero(hole_features(observation_to_tensors(obs))[0, :, -1].numpy() > 0.5))
+        assert chosen in picks and explored in picks and len(picks) <= 3
+        obs, *_ = env.step(explored)
+    with pytest.raises(ValueError, match="exploration_guide must be in"):
+        MaskedDQN(HoleDQNPolicy, venv, exploration_guide=2.0)
+
+
+def test_opportunity_cost_charges_minutes(tiny_atlas):
+    from cryorl.agents.training import OpportunityCost
+
+    env = OpportunityCost(CryoEMEnv(tiny_atlas, budget=100), per_minute=0.5)
+    env.reset(options={"start": 0})
+    assert env.step(1)[1] == pytest.approx(1.0 - 0.5)        # same patch, good, 1 minute
+    assert env.step(3)[1] == pytest.approx(0.9 - 1.0)        # other patch, good, 2 minutes
+    assert env.step(6)[1] == pytest.approx(0.0 - 4.0)        # other tile, bad, 8 minutes

@@ -1,5 +1,4 @@
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +26,6 @@ def test_real_training_split(aldolase):
     assert aldolase.predicted_ctf[i] == pytest.approx(14.48)
     # holes are grouped: each patch's holes are contiguous, patches sorted by name
     assert np.all(np.diff(aldolase.patch) >= 0)
-
-
-def test_loading_is_fast(aldolase_dir):
-    load_cryorl_dataset(aldolase_dir)
-    start = time.perf_counter()
-    for _ in range(5):
-        load_cryorl_dataset(aldolase_dir)
-    assert (time.perf_counter() - start) / 5 < 0.1
 
 
 def test_timestamps(aldolase_dir):

@@ -4,17 +4,22 @@ One network scores every hole from the compact observation, so its weights do no
 a policy trained on a 600-hole grid runs on a 10,000-hole grid. Hierarchical statistics (per patch, square and
 tile: unvisited holes, predicted-good holes, measured exposures and how many were good) are computed inside the
 network with batched scatter/gather by id, as the papers' features are, but from raw facts in the observation.
+The inputs also carry the greedy-local planner's signals — each hole's gap to the best prediction in its patch,
+its patch's predicted-good holes per minute of travel, and whether it is greedy-local's pick — so the network can
+represent that strong rule exactly and learns where to deviate from it.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "observation_to_tensors"]
+__all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "observation_to_tensors", "greedy_local_picks"]
 
 LEVELS = ("tile", "square", "patch")
 N_GROUP_FEATURES = 6
-N_HOLE_FEATURES = 11 + 3 * N_GROUP_FEATURES
+N_PLANNER_FEATURES = 4
+N_HOLE_FEATURES = 11 + 3 * N_GROUP_FEATURES + N_PLANNER_FEATURES
 
 
 def observation_to_tensors(observation: dict, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -49,20 +54,42 @@ def hole_features(obs: dict[str, torch.Tensor]) -> torch.Tensor:
 
     group_features = []
     stats = torch.stack([unvisited, predicted_good, exposed, measured_good, margin * unvisited], dim=-1)  # (B,M,5)
+    n_good_patch = None
     for level_index in range(3):
         index = ids[..., level_index].unsqueeze(-1).expand(-1, -1, stats.shape[-1])
         sums = torch.zeros_like(stats).scatter_add_(1, index, stats).gather(1, index)    # per-hole group sums
         n_unvisited, n_good, n_exposed, n_measured_good, margin_sum = sums.unbind(-1)
+        if level_index == 2:
+            n_good_patch = n_good
         group_features += [
             torch.log1p(n_good), torch.log1p(n_unvisited), n_good / (n_unvisited + 1.0),
             (n_measured_good + 1.0) / (n_exposed + 2.0), torch.log1p(n_exposed), margin_sum / (n_unvisited + 1.0),
         ]
+    planner = _greedy_local_signals(margin, predicted_good, unvisited, n_good_patch, move, same[..., 2],
+                                    current, ids[..., 2])
     left = time_left.expand(-1, m)
     features = torch.stack([
         margin, (pred <= threshold).float(), visited, move / 10.0, (move / left.clamp(min=1.0)).clamp(max=2.0),
         (move <= left).float(), torch.log1p(left) / 6.0,
     ], dim=-1)
-    return torch.cat([features, level_onehot, torch.stack(group_features, dim=-1)], dim=-1) * hole.unsqueeze(-1)
+    return torch.cat([features, level_onehot, torch.stack(group_features, dim=-1), planner],
+                     dim=-1) * hole.unsqueeze(-1)
+
+
+def _greedy_local_signals(margin, predicted_good, unvisited, n_good_patch, move, same_patch, current, patch_ids):
+    """Per hole: gap to its patch's best unvisited prediction (0 for the best), log of its patch's predicted-good
+    holes per minute of travel, that rate relative to the best patch's, and whether greedy-local would pick it."""
+    negative = torch.full_like(margin, -1e4)
+    candidate = torch.where(unvisited > 0, margin, negative)
+    best = negative.scatter_reduce(1, patch_ids, candidate, reduce="amax", include_self=True).gather(1, patch_ids)
+    gap = torch.where(unvisited > 0, (margin - best).clamp(min=-4.0), torch.zeros_like(margin))
+    rate = n_good_patch / move
+    best_rate = torch.where(predicted_good > 0, rate, torch.zeros_like(rate)).amax(dim=1, keepdim=True)
+    relative = torch.where(best_rate > 0, rate / best_rate.clamp(min=1e-6), torch.zeros_like(rate))
+    stay = ((n_good_patch * current).sum(dim=1, keepdim=True) > 0).float()   # current patch still has good holes
+    target_patch = stay * same_patch + (1.0 - stay) * (relative >= 1.0 - 1e-6).float()
+    pick = target_patch * predicted_good * (gap >= -1e-6).float()
+    return torch.stack([gap, torch.log1p(rate), relative, pick], dim=-1)
 
 
 class HoleScorer(nn.Module):
@@ -107,3 +134,14 @@ class HoleScorer(nn.Module):
 
     def value(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.value_head(self._encode(obs)[1])
+
+
+@torch.no_grad()
+def greedy_local_picks(observation: dict) -> np.ndarray:
+    """Greedy-local's hole for each observation of a batch (uniformly among tied picks; a random valid hole when
+    it has none), computed from the compact observation alone."""
+    tensors = observation_to_tensors(observation)
+    pick = hole_features(tensors)[..., -1].numpy() > 0.5
+    valid = tensors["action_mask"].numpy() > 0
+    choice = np.where(pick.any(axis=1, keepdims=True), pick, valid)
+    return np.argmax(np.random.random(choice.shape) * choice + choice, axis=1)

@@ -1,7 +1,8 @@
 """Stable-Baselines3 / sb3-contrib at their narrowest seams: per-hole scoring and action masks.
 
 - :class:`MaskedDQN` — DQN whose ε-greedy exploration and warm-up sample only valid holes (``predict`` and
-  ``_sample_action``); its Q-network (:class:`HoleQNetwork`, made by ``HoleDQNPolicy.make_q_net``) returns
+  ``_sample_action``), optionally guided: with probability ``exploration_guide`` an exploratory action is the
+  greedy-local planner's pick instead of a uniformly random hole; its Q-network (:class:`HoleQNetwork`, made by ``HoleDQNPolicy.make_q_net``) returns
   ``-1e8`` for invalid holes, so both acting and the bootstrap target (``max`` over next Q-values) are masked.
 - :class:`HoleMaskablePolicy` — sb3-contrib's MaskableActorCriticPolicy with the per-hole scores as logits and a
   pooled value head (``_build_mlp_extractor`` and ``_build``).
@@ -21,7 +22,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from cryorl.agents.network import HoleScorer
+from cryorl.agents.network import HoleScorer, greedy_local_picks
 
 __all__ = ["ObservationPassThrough", "HoleQNetwork", "HoleDQNPolicy", "MaskedDQN", "HoleMaskablePolicy",
            "sample_valid_actions"]
@@ -80,18 +81,36 @@ class HoleDQNPolicy(DQNPolicy):
 
 
 class MaskedDQN(DQN):
-    """DQN whose exploration (ε-greedy and warm-up) samples only valid holes, from ``observation["action_mask"]``."""
+    """DQN whose exploration (ε-greedy and warm-up) samples only valid holes, from ``observation["action_mask"]``.
+
+    ``exploration_guide`` (0-1, default 0): the share of exploratory actions that follow the greedy-local
+    planner instead of a uniformly random valid hole, so that the replay buffer holds competent trajectories.
+    """
 
     policy_aliases = {**DQN.policy_aliases, "HolePolicy": HoleDQNPolicy}
 
+    def __init__(self, *args, exploration_guide: float = 0.0, **kwargs) -> None:
+        if not 0.0 <= exploration_guide <= 1.0:
+            raise ValueError(f"exploration_guide must be in [0, 1], not {exploration_guide}")
+        self.exploration_guide = exploration_guide
+        super().__init__(*args, **kwargs)
+
+    def _explore(self, observation) -> np.ndarray:
+        random_actions = sample_valid_actions(observation["action_mask"])
+        if self.exploration_guide <= 0.0:
+            return random_actions
+        guided = greedy_local_picks(observation).reshape(random_actions.shape)
+        use_guide = np.random.random(random_actions.shape) < self.exploration_guide
+        return np.where(use_guide, guided, random_actions)
+
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):
         if not deterministic and np.random.rand() < self.exploration_rate:
-            return sample_valid_actions(observation["action_mask"]), state
+            return self._explore(observation), state
         return self.policy.predict(observation, state, episode_start, deterministic)
 
     def _sample_action(self, learning_starts, action_noise=None, n_envs: int = 1):
         if self.num_timesteps < learning_starts:
-            action = sample_valid_actions(self._last_obs["action_mask"]).reshape(n_envs)
+            action = self._explore(self._last_obs).reshape(n_envs)
             return action, action
         return super()._sample_action(learning_starts, action_noise, n_envs)
 

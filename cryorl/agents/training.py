@@ -25,7 +25,7 @@ from cryorl.env import CryoEMEnv
 from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.synth import GridSpec, simulate_atlas
 
-__all__ = ["RandomBudget", "load_config", "make_training_env", "make_eval_atlases", "train", "real_part"]
+__all__ = ["RandomBudget", "OpportunityCost", "load_config", "make_training_env", "make_eval_atlases", "train", "real_part"]
 
 ALGOS = ("dqn", "ppo")
 NON_SB3_KEYS = {"algo", "n_timesteps", "env", "eval", "checkpoint_freq", "policy"}
@@ -43,6 +43,32 @@ class RandomBudget(gym.Wrapper):
             super().reset(seed=seed)
         budget = self.budgets[int(self.unwrapped.np_random.integers(len(self.budgets)))]
         return self.env.reset(options={**(options or {}), "budget": budget})
+
+
+class OpportunityCost(gym.Wrapper):
+    """Training-time reward: the environment's reward minus ``per_minute`` × the minutes the step took.
+
+    With ``per_minute`` near the rate of good exposures a good planner reaches (≈ 0.7 per minute), a step is worth
+    what it gains over spending its minutes at that rate — the objective becomes good exposures per minute, the
+    domain metric, instead of a per-step discount that barely notices a minute saved. The environment's own reward
+    (the papers') is unchanged; evaluation counts good exposures.
+    """
+
+    def __init__(self, env: gym.Env, per_minute: float) -> None:
+        super().__init__(env)
+        self.per_minute = float(per_minute)
+        self._elapsed = 0.0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._elapsed = info["elapsed"]
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        minutes = info["elapsed"] - self._elapsed
+        self._elapsed = info["elapsed"]
+        return obs, reward - self.per_minute * minutes, terminated, truncated, info
 
 
 def load_config(path: str | os.PathLike, env_id: str = "CryoEM-v0") -> dict[str, Any]:
@@ -99,9 +125,14 @@ def make_training_env(env_settings: dict[str, Any], seed: int):
     sources = env_settings.get("sources") or [{"grid": {}}]
     max_holes = max(_source_size(s) for s in sources)
     budgets = env_settings.get("budgets", [480])
+    per_minute = float(env_settings.get("opportunity_cost", 0.0))
+
+    def build(source):
+        env = RandomBudget(_source_env(source, env_settings, max_holes), budgets)
+        return Monitor(OpportunityCost(env, per_minute) if per_minute else env)
 
     def factory(source):
-        return lambda: Monitor(RandomBudget(_source_env(source, env_settings, max_holes), budgets))
+        return lambda: build(source)
 
     venv = DummyVecEnv([factory(s) for s in sources])
     venv.seed(seed)

@@ -1,0 +1,88 @@
+"""Ship a trained policy: copy it into agents/pretrained/NAME/ and write its model card.
+
+    python benchmarks/agents.py --agents runs/dqn-seed0/best greedy-local snowball oracle --out bench/dqn
+    python agents/ship.py --run runs/dqn-seed0 --name dqn --summary bench/dqn/summary.csv
+
+The card states the training data (from the run's config), steps, wall time, seed, and the scores per budget and
+held-out grid next to the baselines, all read from the run folder and the benchmark summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from cryorl.agents.learned import LearnedPolicy
+from cryorl.fileio import atomic_write_text
+from cryorl.markdown import markdown_table
+
+HERE = Path(__file__).resolve().parent
+
+
+def card(name: str, run: dict, policy: LearnedPolicy, summary: pd.DataFrame, agent_label: str, command: str) -> str:
+    config = run["config"]
+    table = summary.copy()
+    table["agent"] = table["agent"].replace({agent_label: name})
+    wide = table.pivot_table(index=["grid", "agent"], columns="budget", values="good_mean")
+    wide.columns = [f"{c:g} min" for c in wide.columns]
+    gap = table[table.agent == name].pivot_table(index="grid", columns="budget", values="gap_closed")
+    gap.columns = [f"{c:g} min" for c in gap.columns]
+    episodes = int(summary["episodes"].min())
+    lines = [
+        f"# Model card: `{name}`", "",
+        f"A {config['algo'].upper()} collection policy for `CryoEM-v0` (compact observation), one shared per-hole "
+        "network (`cryorl.agents.network.HoleScorer`), usable on grids of any size. Load with "
+        f"`cryorl.agents.make_policy('{name}')` or `cryorl evaluate --agent {name}`.", "",
+        "## Training", "",
+        f"- data: {json.dumps(config['env'].get('sources'))} (simulated grids are redrawn every episode; "
+        "no evaluation grid below was seen in training)",
+        f"- costs {config['env'].get('costs', 'cryorl-2023')}, threshold {config['env'].get('threshold', 6.0)} Å, "
+        f"training episode budgets {config['env'].get('budgets', [480])} min, training reward minus "
+        f"{config['env'].get('opportunity_cost', 0)} per minute",
+        f"- steps: {policy.metadata.get('timesteps')} (best checkpoint on the held-out evaluation grid; run total "
+        f"{run.get('timesteps')}), seed {run.get('seed')}, wall time {run.get('wall_seconds_this_run')} s on a "
+        f"2-core CPU ({run.get('torch_threads')} torch threads)",
+        f"- hyper-parameters: `agents/hyperparams/{config['algo']}.yml`", "",
+        f"## Mean good exposures ({episodes} seeded random starts per budget)", "",
+        markdown_table(wide), "",
+        "Share of the greedy-local → oracle gap closed (negative: below greedy-local):", "",
+        markdown_table(gap, float_format="{:.2f}"), "",
+        f"Reproduce: `{command}`", "",
+        "## Safety", "",
+        "The weights are a plain state dict loaded with `torch.load(weights_only=True)`.", "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--summary", type=Path, required=True, help="summary.csv of benchmarks/agents.py")
+    parser.add_argument("--policy", default="best", help="folder in the run: best (default) or policy")
+    parser.add_argument("--command", default="python benchmarks/agents.py --agents NAME greedy-local snowball "
+                                              "oracle random --episodes 50")
+    args = parser.parse_args()
+
+    source = args.run / args.policy
+    policy = LearnedPolicy.load(source, name=args.name)
+    run = json.loads((args.run / "run.json").read_text())
+    summary = pd.read_csv(args.summary)
+    labels = [a for a in summary.agent.unique() if a not in ("random", "predict-rank", "greedy-local", "snowball",
+                                                             "oracle")]
+    if len(labels) != 1:
+        raise SystemExit(f"{args.summary}: expected one learned agent beside the baselines, found {labels}")
+    target = HERE / "pretrained" / args.name
+    if target.exists():
+        shutil.rmtree(target)
+    policy.save(target)
+    text = card(args.name, run, policy, summary, labels[0], args.command.replace("NAME", args.name))
+    atomic_write_text(target / "MODEL_CARD.md", text)
+    print(f"shipped {target}")
+
+
+if __name__ == "__main__":
+    main()
