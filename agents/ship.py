@@ -22,8 +22,14 @@ from cryorl.markdown import markdown_table
 HERE = Path(__file__).resolve().parent
 
 
-def card(name: str, run: dict, policy: LearnedPolicy, summary: pd.DataFrame, agent_label: str, command: str) -> str:
+def card(name: str, run: dict, policy: LearnedPolicy, summary: pd.DataFrame, agent_label: str, command: str,
+         history: pd.DataFrame | None = None) -> str:
     config = run["config"]
+    reached = ""
+    if history is not None and len(history):
+        best = history.loc[history["good_mean"].idxmax()]
+        reached = (f"; the best checkpoint was reached after {int(best['timesteps'])} steps and "
+                   f"{best['wall_seconds']:.0f} s of training")
     table = summary.copy()
     table["agent"] = table["agent"].replace({agent_label: name})
     wide = table.pivot_table(index=["grid", "agent"], columns="budget", values="good_mean")
@@ -44,7 +50,7 @@ def card(name: str, run: dict, policy: LearnedPolicy, summary: pd.DataFrame, age
         f"{config['env'].get('opportunity_cost', 0)} per minute",
         f"- steps: {policy.metadata.get('timesteps')} (best checkpoint on the held-out evaluation grid; run total "
         f"{run.get('timesteps')}), seed {run.get('seed')}, wall time {run.get('wall_seconds_this_run')} s on a "
-        f"2-core CPU ({run.get('torch_threads')} torch threads)",
+        f"2-core CPU ({run.get('torch_threads')} torch threads, shared with other jobs){reached}",
         f"- hyper-parameters: `agents/hyperparams/{config['algo']}.yml`", "",
         f"## Mean good exposures ({episodes} seeded random starts per budget)", "",
         markdown_table(wide), "",
@@ -79,7 +85,8 @@ def main() -> None:
     if target.exists():
         shutil.rmtree(target)
     policy.save(target)
-    text = card(args.name, run, policy, summary, labels[0], args.command.replace("NAME", args.name))
+    history = pd.read_csv(args.run / "eval.csv") if (args.run / "eval.csv").exists() else None
+    text = card(args.name, run, policy, summary, labels[0], args.command.replace("NAME", args.name), history)
     atomic_write_text(target / "MODEL_CARD.md", text)
     print(f"shipped {target}")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy, summarize
@@ -68,7 +69,9 @@ def main() -> None:
     parser.add_argument("--split", default="train")
     parser.add_argument("--real-tiles", type=int, nargs="*", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write summary.csv here")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for one decision)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     rows = []
     for grid_name, atlas in grids(args).items():

@@ -33,7 +33,9 @@ def _data_info(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
+    import torch
 
+    torch.set_num_threads(args.threads)
     from cryorl.agents import evaluate_policy, make_policy, summarize
     from cryorl.env import CryoEMEnv
     from cryorl.fileio import atomic_path
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.add_argument("--threads", type=int, default=1, help="torch threads for learned agents (1 is fastest)")
     evaluate.set_defaults(run=_evaluate)
 
     demo = commands.add_parser("demo", help="run the environment on the built-in simulated grid")

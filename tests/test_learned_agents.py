@@ -146,3 +146,14 @@ def test_opportunity_cost_charges_minutes(tiny_atlas):
     assert env.step(1)[1] == pytest.approx(1.0 - 0.5)        # same patch, good, 1 minute
     assert env.step(3)[1] == pytest.approx(0.9 - 1.0)        # other patch, good, 2 minutes
     assert env.step(6)[1] == pytest.approx(0.0 - 4.0)        # other tile, bad, 8 minutes
+
+
+@pytest.mark.parametrize("name", ["dqn", "ppo"])
+def test_shipped_policies_load_and_collect(name, aldolase):
+    from cryorl.agents import PRETRAINED_DIR
+
+    card = (PRETRAINED_DIR / name / "MODEL_CARD.md").read_text()
+    assert "Mean good exposures" in card and "greedy-local" in card
+    policy = make_policy(name)
+    summary = summarize(evaluate_policy(policy, aldolase, episodes=2, budgets=[120]))
+    assert summary.good_mean.iloc[0] > 60          # far above random (~9) on the real split
