@@ -118,19 +118,18 @@ class HoleScorer(nn.Module):
         peak = torch.where(valid.unsqueeze(-1), h, torch.zeros_like(h)).amax(dim=1)
         return h, torch.cat([mean, peak], dim=-1), valid
 
-    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        h, context, valid = self._encode(obs)
+    def _scores(self, h: torch.Tensor, context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         scores = self.head(torch.cat([h, context.unsqueeze(1).expand(-1, h.shape[1], -1)], dim=-1)).squeeze(-1)
         if self.mask_invalid:
             scores = torch.where(valid, scores, torch.full_like(scores, self.mask_value))
         return scores
 
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._scores(*self._encode(obs))
+
     def scores_and_value(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h, context, valid = self._encode(obs)
-        scores = self.head(torch.cat([h, context.unsqueeze(1).expand(-1, h.shape[1], -1)], dim=-1)).squeeze(-1)
-        if self.mask_invalid:
-            scores = torch.where(valid, scores, torch.full_like(scores, self.mask_value))
-        return scores, self.value_head(context)
+        return self._scores(h, context, valid), self.value_head(context)
 
     def value(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.value_head(self._encode(obs)[1])
