@@ -6,15 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cryorl-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench clean constraints
+.PHONY: demo test test-all bench reports clean constraints
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# The main job: every agent (shipped DQN and PPO included), the oracle and simulated operators on the built-in grid.
 demo: $(STAMP)
-	$(VENV)/bin/cryorl demo --out demo_output
+	$(VENV)/bin/cryorl benchmark --episodes 20 --out demo_output
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
@@ -24,8 +25,13 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py
+	$(PY) benchmarks/decision_latency.py
+	$(PY) benchmarks/training_speed.py
 	$(PY) benchmarks/grid_statistics.py
 	$(PY) benchmarks/load_speed.py
+
+reports: $(STAMP)
+	$(PY) benchmarks/human_traces.py
 
 constraints: $(STAMP)
 	( echo "# Versions cryorl is tested with (pip install -c constraints.txt ...). Regenerate with \`make constraints\`."; \

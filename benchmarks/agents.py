@@ -10,7 +10,6 @@ Aldolase training split from ../shared (or --data), whole or restricted to the t
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.fileio import atomic_path
+from decision_latency import latency      # benchmarks/ is on sys.path when this script runs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 
@@ -34,27 +34,6 @@ def grids(args) -> dict[str, object]:
         else:
             out["real-train-split"] = real
     return out
-
-
-def latency(agent: str, sizes=(2341, 10000), steps: int = 50) -> dict[str, float]:
-    """Median milliseconds per decision at the given grid sizes."""
-    from cryorl import CryoEMEnv
-    from cryorl.synth import GridSpec
-
-    result = {}
-    for n in sizes:
-        env = CryoEMEnv(simulate_atlas(0, GridSpec.with_holes(n)), budget=1e9)
-        policy = make_policy(agent, seed=0)
-        obs, _ = env.reset(seed=0)
-        policy.reset(env)
-        times = []
-        for _ in range(steps):
-            tic = time.perf_counter()
-            action = policy.act(obs, obs["action_mask"])
-            times.append(time.perf_counter() - tic)
-            obs, *_ = env.step(action)
-        result[f"ms/decision @{n}"] = float(np.median(times) * 1e3)
-    return result
 
 
 def main() -> None:

@@ -4,15 +4,18 @@
 """
 import gymnasium
 
+from cryorl.agents import Evaluation, evaluate, make_policy
 from cryorl.atlas import Atlas, AtlasError
 from cryorl.costs import COST_PRESETS, CollectionCosts
 from cryorl.env import CryoEMEnv
+from cryorl.human import HumanTrace, load_human_trace
 from cryorl.loaders import DataFileError, load_cryorl_dataset
 from cryorl.synth import GridSpec, simulate_atlas
 
 __version__ = "0.1.0"
-__all__ = ["Atlas", "AtlasError", "COST_PRESETS", "CollectionCosts", "CryoEMEnv", "DataFileError", "GridSpec",
-           "load_cryorl_dataset", "simulate_atlas", "ENV_IDS", "__version__"]
+__all__ = ["Atlas", "AtlasError", "COST_PRESETS", "CollectionCosts", "CryoEMEnv", "DataFileError", "Evaluation",
+           "GridSpec", "HumanTrace", "evaluate", "load_cryorl_dataset", "load_human_trace", "make_policy",
+           "simulate_atlas", "ENV_IDS", "__version__"]
 
 ENV_IDS = ("CryoEM-v0",)
 

@@ -65,14 +65,50 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from cryorl.demo import run_demo
+def _benchmark(args: argparse.Namespace) -> int:
+    import shlex
 
-    run_demo(Path(args.out), seed=args.seed, episodes=args.episodes)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from cryorl.benchmark import run_benchmark
+    from cryorl.env import CryoEMEnv
+    from cryorl.human import load_human_trace, simulate_operator
+    from cryorl.markdown import markdown_table
+    from cryorl.report import write_report
+
+    traces = [load_human_trace(path) for path in args.trace]
+    if args.data is not None:
+        from cryorl.loaders import dataset_files, load_cryorl_dataset
+
+        atlas = load_cryorl_dataset(args.data, args.split, era=args.era)
+        grid = f"{args.data.name} ({args.split} split)"
+        session = dataset_files(args.data, args.split, args.era).get("timestamps")
+        if not args.trace and session is not None and session.exists():
+            traces.append(load_human_trace(session, name="human operator"))
+    else:
+        atlas = CryoEMEnv(grid_seed=args.grid_seed).atlas
+        grid = f"built-in simulated grid (seed {args.grid_seed})"
+    operators = args.operators if args.operators is not None else (0 if traces else 10)
+    traces += [simulate_operator(atlas, seed, costs=args.operator_costs, threshold=args.threshold,
+                                 name=f"simulated operator {seed}") for seed in range(operators)]
+    command = "cryorl " + " ".join(shlex.quote(a) for a in args.argv)
+    result = run_benchmark(atlas, agents=args.agents, traces=traces, budgets=args.budgets, episodes=args.episodes,
+                           seed=args.seed, costs=args.costs, threshold=args.threshold, grid=grid,
+                           published=args.published, progress=not args.quiet, command=command)
+    if operators:
+        result.notes.append(f"Human traces here are {operators} *simulated* operators "
+                            "(`cryorl.human.simulate_operator`, seeds 0-{operators - 1}; their own clock uses the "
+                            f"`{args.operator_costs}` costs with jitter and breaks), not recordings.")
+    report = write_report(result, args.out, steps=not args.no_steps)
+    print(markdown_table(result.headline()))
+    print(f"report: {report}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
+
     parser = argparse.ArgumentParser(prog="cryorl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -111,16 +147,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=int, default=1, help="torch threads for learned agents (1 is fastest)")
     evaluate.set_defaults(run=_evaluate)
 
-    demo = commands.add_parser("demo", help="run the environment on the built-in simulated grid")
-    demo.add_argument("--out", default="demo_output")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--episodes", type=int, default=20)
-    demo.set_defaults(run=_demo)
+    bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "
+                                                  "folder with report.md, tables and plots")
+    bench.add_argument("--data", type=Path, default=None, help="a CryoRL-format folder (default: simulated grid)")
+    bench.add_argument("--split", default="val")
+    bench.add_argument("--era", choices=["2023", "2022"], default=None)
+    bench.add_argument("--grid-seed", type=int, default=0, help="seed of the simulated grid (without --data)")
+    bench.add_argument("--agents", nargs="+", default=list(DEFAULT_AGENTS),
+                       help="agents as for `cryorl evaluate` (the oracle is always added)")
+    bench.add_argument("--trace", type=Path, nargs="*", default=[],
+                       help="human trace files (default with --data: the split's timestamps.csv)")
+    bench.add_argument("--operators", type=int, default=None,
+                       help="simulated operator traces to add (default: 10 when there is no human trace)")
+    bench.add_argument("--operator-costs", default="aldolase-timestamps",
+                       help="cost preset of the simulated operators' own clock")
+    bench.add_argument("--budgets", type=float, nargs="+", default=[120, 240, 480], help="minutes")
+    bench.add_argument("--episodes", type=int, default=50)
+    bench.add_argument("--seed", type=int, default=0, help="episode i starts from the hole of reset(seed + i)")
+    bench.add_argument("--costs", default="cryorl-2023", help="cost preset (cryorl-2023, cryorl-2022, ...)")
+    bench.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")
+    bench.add_argument("--published", choices=sorted(PUBLISHED), default=None,
+                       help="put a paper's published figures for this setting beside the results")
+    bench.add_argument("--out", type=Path, default=Path("benchmark_report"))
+    bench.add_argument("--no-steps", action="store_true", help="do not write steps.csv.gz (one row per step)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.add_argument("--threads", type=int, default=1, help="torch threads for learned agents (1 is fastest)")
+    bench.set_defaults(run=_benchmark)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError) as error:

@@ -72,11 +72,13 @@ def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, p
     ctf = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
     size = max(2.0, 3000.0 / max(len(atlas), 1))
     points = ax.scatter(x, y, c=ctf, cmap="RdYlGn_r", vmin=2.0, vmax=2 * threshold + 2, s=size, linewidths=0)
-    if visited is not None and visited.any():
-        ax.scatter(x[visited], y[visited], s=size * 2.5, facecolors="none", edgecolors="black", linewidths=0.6)
     if path:
-        ax.plot(x[path], y[path], color="tab:blue", linewidth=0.8, alpha=0.8)
-        ax.scatter(x[path[-1]], y[path[-1]], marker="*", s=size * 8, color="tab:blue", zorder=3)
+        ax.plot(x[path], y[path], color="tab:blue", linewidth=0.6, alpha=0.6, zorder=2)
+    if visited is not None and visited.any():           # exposed holes on top of the path, in their own colour
+        ax.scatter(x[visited], y[visited], c=ctf[visited], cmap="RdYlGn_r", vmin=2.0, vmax=2 * threshold + 2,
+                   s=size * 2.5, edgecolors="black", linewidths=0.5, zorder=3)
+    if path:
+        ax.scatter(x[path[-1]], y[path[-1]], marker="*", s=size * 8, color="tab:blue", zorder=4)
     ax.set_aspect("equal")
     ax.invert_yaxis()
     ax.set_xticks([])

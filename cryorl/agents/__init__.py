@@ -7,10 +7,10 @@ from pathlib import Path
 from cryorl.agents.base import Policy
 from cryorl.agents.baselines import (BASELINES, GreedyLocalPolicy, HumanTracePolicy, OraclePolicy,
                                      PredictRankPolicy, RandomPolicy, SnowballPolicy)
-from cryorl.agents.evaluation import evaluate_policy, summarize
+from cryorl.agents.evaluation import Evaluation, evaluate, evaluate_policy, summarize
 
 __all__ = ["Policy", "BASELINES", "RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy",
-           "OraclePolicy", "HumanTracePolicy", "evaluate_policy", "summarize", "make_policy", "AGENT_NAMES"]
+           "OraclePolicy", "HumanTracePolicy", "evaluate", "Evaluation", "evaluate_policy", "summarize", "make_policy", "AGENT_NAMES"]
 
 AGENT_NAMES = tuple(BASELINES) + ("dqn", "ppo")
 PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "agents" / "pretrained"
@@ -34,9 +34,6 @@ def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
     if Path(text).is_dir():
         return LearnedPolicy.load(text)
     if text.startswith("human-trace:"):
-        path = Path(text.split(":", 1)[1])
-        if path.suffix == ".csv" and "," in path.read_text().splitlines()[0]:
-            return HumanTracePolicy(path)
-        return HumanTracePolicy([line.strip() for line in path.read_text().splitlines() if line.strip()])
+        return HumanTracePolicy(Path(text.split(":", 1)[1]))
     raise ValueError(f"unknown agent {text!r}; choose one of {', '.join(AGENT_NAMES)}, a saved policy folder, "
                      "or human-trace:PATH")

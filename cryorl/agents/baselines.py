@@ -29,6 +29,7 @@ import numpy as np
 
 from cryorl.agents.base import Policy
 from cryorl.atlas import MAX_FEATURE_CTF
+from cryorl.human import HumanTrace, load_human_trace
 
 __all__ = ["RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy", "OraclePolicy",
            "HumanTracePolicy", "BASELINES"]
@@ -148,31 +149,19 @@ class SnowballPolicy(GreedyLocalPolicy):
 class HumanTracePolicy(_GridPolicy):
     name = "human-trace"
 
-    def __init__(self, order: Sequence[str] | str | os.PathLike, name: str = "human-trace") -> None:
-        """``order``: hole names in collection order, or a ``timestamps.csv`` whose exposure times give it."""
-        self.name = name
-        if isinstance(order, (str, os.PathLike)):
-            from cryorl.loaders import read_timestamps
-
-            stamps = read_timestamps(order)
-            exposures = stamps[stamps["name"].str.contains(r"en(?:-[A-Za-z0-9]+)?$", regex=True)]
-            self.names = list(exposures.sort_values("time", kind="stable")["name"])
-            self.by_time = True
-        else:
-            self.names = list(order)
-            self.by_time = False
+    def __init__(self, trace: HumanTrace | Sequence[str] | str | os.PathLike, name: str | None = None) -> None:
+        """``trace``: a :class:`cryorl.human.HumanTrace`, hole names in collection order, or a trace file
+        (``timestamps.csv``, CSV, JSON or one name per line: :func:`cryorl.human.load_human_trace`)."""
+        if isinstance(trace, (str, os.PathLike)):
+            trace = load_human_trace(trace)
+        elif not isinstance(trace, HumanTrace):
+            trace = HumanTrace("human-trace", tuple(trace))
+        self.trace = trace
+        self.name = name or ("human-trace" if trace.name in ("timestamps", "human-trace") else trace.name)
 
     def reset(self, env) -> None:
         super().reset(env)
-        if self.by_time:
-            from cryorl.costs import collection_order
-            import pandas as pd
-
-            frame = pd.DataFrame({"name": self.names, "time": np.arange(len(self.names))})
-            self.order = collection_order(frame, env.atlas.names)["hole"].to_numpy()
-        else:
-            index = {name: i for i, name in enumerate(env.atlas.names)}
-            self.order = np.array([index[n] for n in self.names if n in index], dtype=np.int64)
+        self.order = self.trace.on(env.atlas)["hole"].to_numpy()
         self.cursor = 0
 
     def start_hole(self, env) -> int | None:

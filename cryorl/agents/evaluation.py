@@ -7,7 +7,7 @@ policy with its own start, like a human trace, keeps it). Each budget is a separ
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -16,9 +16,9 @@ from cryorl.agents.base import Policy
 from cryorl.atlas import Atlas
 from cryorl.env import CryoEMEnv
 
-__all__ = ["evaluate_policy", "summarize", "TRAJECTORY_COLUMNS", "SUMMARY_COLUMNS"]
+__all__ = ["evaluate", "Evaluation", "evaluate_policy", "summarize", "TRAJECTORY_COLUMNS", "SUMMARY_COLUMNS"]
 
-TRAJECTORY_COLUMNS = ["agent", "budget", "episode", "step", "hole", "elapsed", "switch_level", "ctf",
+TRAJECTORY_COLUMNS = ["agent", "budget", "episode", "seed", "step", "hole", "elapsed", "switch_level", "ctf",
                       "predicted_ctf", "good", "reward"]
 SUMMARY_COLUMNS = ["agent", "budget", "episodes", "good_mean", "good_std", "exposures_mean", "exposures_std",
                    "reward_mean", "reward_std", "hole_switches", "patch_switches", "square_switches",
@@ -38,7 +38,7 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
                     **env_kwargs) -> pd.DataFrame:
     """Run ``policy`` for ``episodes`` seeded starts at each budget; one row per step (step 0 = start hole).
 
-    Columns: ``agent, budget, episode, step, hole`` (name), ``elapsed`` (minutes), ``switch_level`` (-1 for the
+    Columns: ``agent, budget, episode, seed`` (of the episode's start), ``step, hole`` (name), ``elapsed`` (minutes), ``switch_level`` (-1 for the
     start), ``ctf`` and ``predicted_ctf`` (Å), ``good`` (a good exposure that counted; the start hole earns
     nothing), ``reward``. The mean decision time is kept in ``df.attrs["decision_ms"]`` (``{agent: ms}``).
     """
@@ -61,7 +61,7 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
         obs, info = env.reset(options=options)
         policy.reset(env)
         atlas = env.atlas
-        rows.append((policy.name, budget, episode, 0, info["hole"], 0.0, -1, info["true_ctf"],
+        rows.append((policy.name, budget, episode, seed + episode, 0, info["hole"], 0.0, -1, info["true_ctf"],
                      info["predicted_ctf"], False, 0.0))
         done, step = False, 0
         while not done:
@@ -71,7 +71,7 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
             obs, reward, done, truncated, info = env.step(action)
             done = done or truncated
             step += 1
-            rows.append((policy.name, budget, episode, step, info["hole"], info["elapsed"], info["switch_level"],
+            rows.append((policy.name, budget, episode, seed + episode, step, info["hole"], info["elapsed"], info["switch_level"],
                          info["true_ctf"], info["predicted_ctf"], bool(atlas.is_good(env.threshold)[action]),
                          reward))
     frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
@@ -80,10 +80,10 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
 
 
 def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None = None) -> pd.DataFrame:
-    """Per agent and budget: episodes, mean ± std of good exposures, exposures and reward, mean switches by level,
+    """Per agent and budget (in order of appearance): episodes, mean ± std of good exposures, exposures and reward, mean switches by level,
     and the mean decision time per step (``decision_ms``, default ``trajectories.attrs["decision_ms"]``)."""
     steps = trajectories[trajectories["step"] > 0]
-    per_episode = steps.groupby(["agent", "budget", "episode"]).agg(
+    per_episode = steps.groupby(["agent", "budget", "episode"], sort=False).agg(
         good=("good", "sum"), exposures=("step", "size"), reward=("reward", "sum"),
         hole_switches=("switch_level", lambda s: int((s == 0).sum())),
         patch_switches=("switch_level", lambda s: int((s == 1).sum())),
@@ -100,3 +100,33 @@ def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None =
     decision_ms = decision_ms if decision_ms is not None else trajectories.attrs.get("decision_ms", {})
     summary["decision_ms"] = summary["agent"].map(decision_ms).astype(float)
     return summary[SUMMARY_COLUMNS]
+
+
+class Evaluation(NamedTuple):
+    """What :func:`evaluate` returns: ``steps`` (one row per step, :data:`TRAJECTORY_COLUMNS`) and ``summary``
+    (one row per agent and budget, :data:`SUMMARY_COLUMNS`)."""
+
+    steps: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def evaluate(policy, env_or_atlas: CryoEMEnv | Atlas | None = None, *, episodes: int = 50, seed: int = 0,
+             budgets: Iterable[float] = (120, 240, 480), progress: bool = False, **env_kwargs) -> Evaluation:
+    """Evaluate one policy: ``episodes`` seeded random starts (episode ``i`` from ``reset(seed=seed + i)``) at
+    each budget, on an environment, an Atlas, or (None) the built-in simulated grid.
+
+    ``policy``: a :class:`~cryorl.agents.Policy`, an agent name for :func:`~cryorl.agents.make_policy` ("dqn",
+    "greedy-local", a saved policy folder, ...) or a :class:`~cryorl.human.HumanTrace` (a trace always starts
+    at its own first hole, so one episode per budget is enough). ``env_kwargs`` go to :class:`CryoEMEnv` (costs,
+    threshold, grid_seed, ...). Returns ``Evaluation(steps, summary)``.
+    """
+    from cryorl.agents import HumanTracePolicy, make_policy
+    from cryorl.human import HumanTrace
+
+    if isinstance(policy, HumanTrace):
+        policy = HumanTracePolicy(policy)
+    elif not isinstance(policy, Policy):
+        policy = make_policy(policy, seed=seed)
+    steps = evaluate_policy(policy, env_or_atlas, episodes=episodes, seed=seed, budgets=budgets,
+                            progress=progress, **env_kwargs)
+    return Evaluation(steps, summarize(steps))

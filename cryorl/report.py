@@ -1,0 +1,157 @@
+"""A benchmark report folder: ``report.md`` with the tables, PNG figures, and the tables as CSV.
+
+Every file is written atomically, so an interrupted run leaves the previous report or the new one.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryorl.benchmark import BenchmarkResult
+from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.markdown import markdown_table
+from cryorl.plots import plot_ctf_histograms, plot_cumulative_good, plot_paths, save_figure
+
+__all__ = ["write_report", "FIGURES"]
+
+FIGURES = {"cumulative_good.png": "Good exposures over time",
+           "ctf_histograms.png": "CTFMaxRes of what each agent collected",
+           "paths.png": "One episode's path per agent on the grid map"}
+
+
+def _good_at(clock: pd.DataFrame, column: str, budget: float) -> int:
+    """Good exposures by ``budget`` minutes of a trace's clock (the first hole is the start and earns nothing)."""
+    within = clock[clock[column] <= budget]
+    return int(within["good"].sum())
+
+
+def human_table(result: BenchmarkResult) -> pd.DataFrame:
+    """Per human trace: holes on the grid and good exposures by each budget, replayed under the cost model and on
+    the trace's own clock (as recorded, and with pauses over an hour cut)."""
+    good = result.summary.set_index(["agent", "budget"])["good_mean"]
+    rows = []
+    for human in result.humans:
+        row = {"trace": human}
+        clock = result.real_clock[result.real_clock["trace"] == human]
+        row["holes on grid"] = len(clock) if len(clock) else np.nan
+        for budget in result.budgets:
+            row[f"{budget:g} min, cost model"] = good[(human, budget)]
+        for budget in result.budgets:
+            row[f"{budget:g} min, own clock"] = _good_at(clock, "minutes", budget) if len(clock) else np.nan
+        for budget in result.budgets:
+            row[f"{budget:g} min, own clock, pauses cut"] = (_good_at(clock, "active_minutes", budget)
+                                                            if len(clock) else np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("trace")
+
+
+def _ranking_table(result: BenchmarkResult) -> pd.DataFrame:
+    rank = result.ranking.copy()
+    columns = {}
+    for budget in result.budgets:
+        at = rank[rank["budget"] == budget].set_index("agent")
+        columns[f"{budget:g} min: share of oracle"] = at["share_of_oracle"].map(lambda v: f"{100 * v:.0f}%")
+        if result.humans:
+            columns[f"{budget:g} min: human percentile"] = at["human_percentile"].map(lambda v: f"{v:.0f}")
+    return pd.DataFrame(columns)
+
+
+def _overlap_table(result: BenchmarkResult) -> pd.DataFrame:
+    mean = result.overlap.groupby(["agent", "budget"], sort=False)["jaccard_mean"].mean().unstack("budget")
+    mean.columns = [f"{b:g} min" for b in mean.columns]
+    return mean
+
+
+def _movement_table(result: BenchmarkResult) -> pd.DataFrame:
+    budget = max(result.budgets)
+    at = result.summary[result.summary["budget"] == budget].set_index("agent").reindex(result.agents + result.humans)
+    table = at[["exposures_mean", "hole_switches", "patch_switches", "square_switches", "tile_switches",
+                "decision_ms"]].copy()
+    table.columns = ["exposures", "hole moves", "patch moves", "square moves", "tile moves", "ms / decision"]
+    return table
+
+
+def _published_table(result: BenchmarkResult) -> pd.DataFrame:
+    rows = dict(result.published["rows"])
+    good = result.summary.set_index(["agent", "budget"])["good_mean"]
+    for agent in result.agents + result.humans:
+        rows[f"{agent} (cryorl, this run)"] = {b: good.get((agent, float(b)), np.nan)
+                                               for b in next(iter(result.published["rows"].values()))}
+    table = pd.DataFrame(rows).T
+    table.columns = [f"{b:g} min" for b in table.columns]
+    return table
+
+
+def render_markdown(result: BenchmarkResult) -> str:
+    """The text of ``report.md``."""
+    atlas = result.atlas
+    good = float(atlas.is_good(result.threshold).mean())
+    c = result.costs
+    budget = max(result.budgets)
+    lines = [f"# cryorl benchmark: {result.grid}", ""]
+    lines += [f"- **Grid**: {len(atlas):,} holes in {atlas.n_patches} patches, {atlas.n_squares} squares, "
+              f"{atlas.n_tiles} atlas tiles; {100 * good:.1f}% of holes have CTFMaxRes ≤ "
+              f"{result.threshold:g} Å.",
+              f"- **Costs** ({c.name or 'custom'}): {c.hole:g} / {c.patch:g} / {c.square:g} / {c.tile:g} minutes "
+              "per move to another hole in the patch / patch / square / atlas tile.",
+              f"- **Episodes**: {result.episodes} random start holes per budget (the same for every agent: "
+              f"`reset(seed={result.seed} + i)`); budgets {', '.join(f'{b:g}' for b in result.budgets)} minutes. "
+              "A human trace is one episode from its own first hole."]
+    if result.command:
+        lines.append(f"- **Command**: `{result.command}`")
+    lines += ["", "## Good exposures", "",
+              "Mean ± std over the starts (human traces: a single replay under the cost model).", "",
+              markdown_table(result.headline()), ""]
+    if result.published:
+        lines += ["## Published figures in this setting", "", f"Source: {result.published['source']}. The "
+                  "published rows are quoted from the paper, not computed here.", "",
+                  markdown_table(_published_table(result)), ""]
+    lines += ["## Against the oracle and the human operators", "",
+              "Share of the oracle's good exposures (the oracle is greedy-local on the *true* CTFMaxRes, a "
+              "reference that no deployable agent can see)" + (
+                  ", and the percentile an agent's mean would take among the human traces replayed under the "
+                  "same cost model (100: above all of them; ties count half)." if result.humans else "."), "",
+              markdown_table(_ranking_table(result)), ""]
+    if result.humans:
+        lines += ["### Human traces", "",
+                  "Good exposures of each trace replayed under the cost model, and on its own clock: as recorded, "
+                  "and with pauses over an hour (breaks, other work) cut to the trace's median gap.", "",
+                  markdown_table(human_table(result), float_format="{:.0f}"), "",
+                  "### Overlap with the human's holes", "",
+                  "Jaccard index |A ∩ H| / |A ∪ H| of the holes an agent exposed and those a human trace exposed "
+                  "in the same budget (mean over starts and traces).", "",
+                  markdown_table(_overlap_table(result), float_format="{:.2f}"), ""]
+    lines += [f"## How they move ({budget:g}-minute budget)", "",
+              "Mean exposures and moves by level per episode; mean decision time per step (CPU, one torch "
+              "thread).", "", markdown_table(_movement_table(result), float_format="{:.1f}"), ""]
+    lines += ["## Figures", ""]
+    for name, title in FIGURES.items():
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    lines += result.notes
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(result: BenchmarkResult, out: str | os.PathLike, steps: bool = True) -> Path:
+    """Write ``report.md``, the figures and ``summary.csv``, ``ranking.csv``, ``overlap.csv``, ``human_clock.csv``
+    (and ``steps.csv.gz``, one row per step, when ``steps``) into ``out``; returns the report's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = max(result.budgets)
+    save_figure(plot_cumulative_good(result.steps, budget, result.humans, result.real_clock),
+                out / "cumulative_good.png")
+    save_figure(plot_ctf_histograms(result.steps, budget, result.threshold, result.humans),
+                out / "ctf_histograms.png")
+    save_figure(plot_paths(result.atlas, result.steps, budget, result.threshold, humans=result.humans),
+                out / "paths.png")
+    tables = {"summary.csv": result.summary, "ranking.csv": result.ranking, "overlap.csv": result.overlap,
+              "human_clock.csv": result.real_clock}
+    if steps:
+        tables["steps.csv.gz"] = result.steps
+    for name, frame in tables.items():
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g",
+                         compression="gzip" if name.endswith(".gz") else None)
+    return atomic_write_text(out / "report.md", render_markdown(result))
