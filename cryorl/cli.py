@@ -106,6 +106,43 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from cryorl.presets import load_preset
+    from cryorl.synth import GridSpec
+    from cryorl.synth_session import simulate_session
+
+    spec = GridSpec()
+    if args.preset:
+        grid = load_preset(args.preset).get("grid") or {}
+        spec = GridSpec.with_holes(grid["n_holes"]) if set(grid) == {"n_holes"} else GridSpec(**grid)
+    if args.holes:
+        spec = GridSpec.with_holes(args.holes)
+    out = simulate_session(args.out, args.seed, spec, crops=args.crops, split=args.split, progress=not args.quiet)
+    print(f"simulated session ({spec.n_holes} holes, seed {args.seed}) in {out}; "
+          f"load it with cryorl.load_cryorl_dataset({str(out)!r}, {args.split!r})")
+    return 0
+
+
+def _holes(args: argparse.Namespace) -> int:
+    from cryorl.atlas_images import atlas_from_images
+
+    atlas, images = atlas_from_images(args.dir, args.ctf, args.predictions, hole_diameter_um=args.hole_diameter,
+                                      hole_pitch_um=args.hole_pitch, progress=not args.quiet)
+    atlas.save(args.out)
+    print(atlas)
+    print(f"{images['detected'].mean():.1%} of holes seen directly, the rest placed by the lattice fit; "
+          f"hole table in {args.out}")
+    return 0
+
+
+def _look(args: argparse.Namespace) -> int:
+    from cryorl.look import look_at_session
+
+    for path in look_at_session(args.dir, args.out, args.hole_diameter, args.hole_pitch):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
 
@@ -146,6 +183,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.add_argument("--threads", type=int, default=1, help="torch threads for learned agents (1 is fastest)")
     evaluate.set_defaults(run=_evaluate)
+
+    simulate = commands.add_parser("simulate", help="write a simulated session: MRC images, hole table, CryoRL "
+                                                    "files, a collection trace")
+    simulate.add_argument("--out", type=Path, required=True)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--preset", default=None, help="take the grid shape of an envs/ preset (e.g. default)")
+    simulate.add_argument("--holes", type=int, default=None, help="a grid of this many holes, the real session's "
+                                                                  "shape")
+    simulate.add_argument("--split", default="all", help="split name in the CryoRL file names")
+    simulate.add_argument("--crops", action="store_true", help="also write 150 x 150 hole crops per patch")
+    simulate.add_argument("--quiet", action="store_true")
+    simulate.set_defaults(run=_simulate)
+
+    holes = commands.add_parser("holes", help="find holes in a session's patch images and write the hole table")
+    holes.add_argument("dir", type=Path, help="a session folder (with patches/) or a folder of patch images")
+    holes.add_argument("--ctf", type=Path, default=None, help="CryoRL CTF CSV: keep and name its holes")
+    holes.add_argument("--predictions", type=Path, default=None)
+    holes.add_argument("--hole-diameter", type=float, default=1.0, help="µm (R1/1: 1.0, R1.2/1.3: 1.2)")
+    holes.add_argument("--hole-pitch", type=float, default=2.0, help="µm centre to centre (R1/1: 2.0)")
+    holes.add_argument("--out", type=Path, required=True, help="hole table (.csv or .parquet)")
+    holes.add_argument("--quiet", action="store_true")
+    holes.set_defaults(run=_holes)
+
+    look = commands.add_parser("look", help="render a session's atlas, a square with found holes, hole crops")
+    look.add_argument("dir", type=Path)
+    look.add_argument("--out", type=Path, default=None, help="default DIR/look")
+    look.add_argument("--hole-diameter", type=float, default=1.0)
+    look.add_argument("--hole-pitch", type=float, default=2.0)
+    look.set_defaults(run=_look)
 
     bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "
                                                   "folder with report.md, tables and plots")

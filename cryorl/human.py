@@ -226,6 +226,8 @@ def simulate_operator(atlas: Atlas, seed: int, costs: str | CollectionCosts = "a
         np.bincount(square, first, atlas.n_squares), 1)
     abandoned = (counts > 5) & (good_first < 0.2)
     holes = holes[first | ~abandoned[square]]
+    if len(holes) == 0:                     # nothing looks good enough: the operator tries the best-looking patch
+        holes = np.flatnonzero(atlas.patch == int(np.argmax(patch_share)))
     levels = switch_levels(atlas.tile, atlas.square, atlas.patch, holes[:-1], holes[1:])
     steps = costs[levels] * rng.lognormal(0.0, 0.3, len(levels))
     steps += np.where(rng.random(len(levels)) < 1 / 400, rng.uniform(30, 180, len(levels)), 0.0)

@@ -13,25 +13,26 @@ import pandas as pd
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
 from cryorl.fileio import atomic_path
 
-__all__ = ["cumulative_good", "plot_cumulative_good", "plot_ctf_histograms", "plot_paths", "save_figure"]
+__all__ = ["new_figure", "cumulative_good", "plot_cumulative_good", "plot_ctf_histograms", "plot_paths", "save_figure"]
 
 ORACLE_STYLE = dict(color="black", linewidth=1.2)
 HUMAN_COLOR = "0.45"
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float, dpi: float = 110):
+    """A matplotlib Figure drawn off-screen (no pyplot state, safe in threads and without a display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=110)
+    figure = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(figure)
     return figure
 
 
-def save_figure(figure, path: str | os.PathLike) -> None:
-    """Write ``figure`` as PNG, atomically."""
+def save_figure(figure, path: str | os.PathLike, dpi: float | None = None) -> None:
+    """Write ``figure`` as PNG (at ``dpi``, default the figure's), atomically."""
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", bbox_inches="tight")
+        figure.savefig(tmp, format="png", bbox_inches="tight", dpi=dpi or figure.dpi)
 
 
 def cumulative_good(minutes: np.ndarray, good: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -52,7 +53,7 @@ def plot_cumulative_good(steps: pd.DataFrame, budget: float, humans: list[str] =
     """Mean cumulative good exposures vs minutes of each agent at ``budget`` (shaded: ± one std over episodes);
     the human traces replayed under the cost model (dashed; a band from min to max when there are many) and on
     their own clock (dotted); the oracle in black."""
-    figure = _figure(7.5, 4.6)
+    figure = new_figure(7.5, 4.6)
     ax = figure.add_subplot()
     grid = np.linspace(0.0, budget, 241)
     at_budget = steps[steps["budget"] == budget]
@@ -104,7 +105,7 @@ def plot_ctf_histograms(steps: pd.DataFrame, budget: float, threshold: float, hu
     agents = list(dict.fromkeys(at_budget["agent"]))
     columns = min(4, max(len(agents), 1))
     rows = int(np.ceil(len(agents) / columns)) or 1
-    figure = _figure(2.6 * columns, 2.1 * rows)
+    figure = new_figure(2.6 * columns, 2.1 * rows)
     bins = np.linspace(0.0, MAX_FEATURE_CTF, 41)
     for k, agent in enumerate(agents):
         ax = figure.add_subplot(rows, columns, k + 1)
@@ -134,8 +135,7 @@ def plot_paths(atlas: Atlas, steps: pd.DataFrame, budget: float, threshold: floa
     agents = list(dict.fromkeys(at_budget["agent"]))
     columns = min(3, max(len(agents), 1))
     rows = int(np.ceil(len(agents) / columns)) or 1
-    figure = _figure(4.2 * columns, 3.9 * rows)
-    figure.set_dpi(80)
+    figure = new_figure(4.2 * columns, 3.9 * rows, dpi=80)
     coordinates = map_coordinates(atlas)
     index = {name: i for i, name in enumerate(atlas.names)}
     for k, agent in enumerate(agents):
