@@ -143,6 +143,73 @@ def _look(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perception_data(args: argparse.Namespace, seeds: list[int] | None):
+    """Crops and CTFMaxRes: from a session folder (crops/ and its CTF table) or simulated grids."""
+    import numpy as np
+
+    if args.data is not None:
+        from cryorl.loaders import read_ctf_csv
+        from cryorl.perception.crops import load_session_crops
+
+        names, crops = load_session_crops(args.data)
+        tables = sorted(args.data.glob("target_CTF_*.csv")) + sorted(args.data.glob("CTF_*_by_hl.csv"))
+        if not tables:
+            return names, crops, None
+        ctf = read_ctf_csv(tables[0]).set_index("name")["ctf_max_res"]
+        return names, crops, ctf.reindex(names).to_numpy(np.float64)
+    from cryorl.perception.crops import simulated_crop_dataset
+
+    crops, table = simulated_crop_dataset(seeds)
+    return list(table["hole"]), crops, table["true_ctf"].to_numpy()
+
+
+def _perception(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from cryorl.perception.predictor import HoleQualityPredictor
+
+    if args.perception_command == "models":
+        from cryorl.perception import list_models, model_table
+
+        table = model_table(list_models(args.pattern))
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        return 0
+    if args.perception_command == "train":
+        import numpy as np
+
+        _, crops, ctf = _perception_data(args, args.grids)
+        if args.data is not None:                     # hold out a fifth of the session's holes
+            held = np.random.default_rng(args.seed).random(len(crops)) < 0.2
+            crops, ctf, val_crops, val_ctf = crops[~held], ctf[~held], crops[held], ctf[held]
+        else:
+            _, val_crops, val_ctf = _perception_data(argparse.Namespace(data=None), args.val_grids)
+        predictor = HoleQualityPredictor(args.backbone, target=args.target, input_size=args.input_size)
+        history = predictor.fit(crops, ctf, validation=(val_crops, val_ctf), epochs=args.epochs,
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet)
+        predictor.save(args.out, {"train": str(args.data or f"simulated grids {args.grids}"),
+                                  "validation": f"a fifth of {args.data}" if args.data else
+                                  f"simulated grids {args.val_grids}", "epochs": args.epochs,
+                                  "history": history.to_dict(orient="records")})
+        print(history.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"predictor in {args.out}")
+        return 0
+    predictor = HoleQualityPredictor.load(args.model)
+    names, crops, ctf = _perception_data(args, args.grids)
+    if args.perception_command == "evaluate":
+        if ctf is None:
+            raise ValueError(f"no CTF table in {args.data} to evaluate against")
+        for key, value in predictor.evaluate(crops, ctf, args.threshold).items():
+            print(f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}")
+        return 0
+    from cryorl.fileio import atomic_write_text
+
+    predicted = predictor.predict(crops, progress=not args.quiet)
+    atomic_write_text(args.out, "".join(f"{n} {v:.2f}\n" for n, v in zip(names, predicted)))
+    print(f"{len(names)} predictions (CryoRL format: name, CTFMaxRes) in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
 
@@ -212,6 +279,37 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--hole-diameter", type=float, default=1.0)
     look.add_argument("--hole-pitch", type=float, default=2.0)
     look.set_defaults(run=_look)
+
+    perception = commands.add_parser("perception", help="hole-quality models: list, train, evaluate, predict")
+    sub = perception.add_subparsers(dest="perception_command", required=True)
+    models = sub.add_parser("models", help="registered backbones with parameters and GMACs")
+    models.add_argument("--pattern", default="*")
+    train = sub.add_parser("train", help="train a predictor on simulated crops (or a session's crops)")
+    train.add_argument("--backbone", default="resnet10_small")
+    train.add_argument("--target", choices=["regression", "bins"], default="regression")
+    train.add_argument("--input-size", type=int, default=96)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=Path, required=True)
+    evaluate_p = sub.add_parser("evaluate", help="MAE, correlation and accuracy at the threshold")
+    evaluate_p.add_argument("--model", type=Path, required=True)
+    evaluate_p.add_argument("--threshold", type=float, default=6.0)
+    predict = sub.add_parser("predict", help="write a CryoRL predictions file for a session's crops")
+    predict.add_argument("--model", type=Path, required=True)
+    predict.add_argument("--out", type=Path, required=True)
+    for command, grids in ((train, [1, 2, 3, 4]), (evaluate_p, [9]), (predict, [9])):
+        command.add_argument("--data", type=Path, default=None, help="a session folder with crops/ "
+                                                                     "(default: simulated grids)")
+        command.add_argument("--grids", type=int, nargs="+", default=grids, help="simulated grid seeds")
+        command.add_argument("--threads", type=int, default=2)
+        command.add_argument("--quiet", action="store_true")
+    train.add_argument("--val-grids", type=int, nargs="+", default=[8],
+                       help="simulated validation grid seeds (with --data: a fifth of its holes instead)")
+    models.add_argument("--threads", type=int, default=1)
+    for command in (models, train, evaluate_p, predict):
+        command.set_defaults(run=_perception)
 
     bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "
                                                   "folder with report.md, tables and plots")

@@ -66,7 +66,10 @@ class CryoEMEnv(gym.Env):
     ``atlas``, ``preset``, ``costs`` (preset name, mapping or 4 minutes), ``budget`` (minutes), ``threshold`` (Å),
     ``feature_set``, ``max_holes`` (padding; default the grid's hole count), ``switch_rewards``, ``grid`` (a
     :class:`~cryorl.synth.GridSpec` or mapping of its fields for simulated grids), ``grid_seed`` (fix the simulated
-    grid), ``resample_grid`` (draw a new simulated grid on every reset, seeded or not: for training), ``invalid_action``, ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``).
+    grid), ``resample_grid`` (draw a new simulated grid on every reset, seeded or not: for training), ``invalid_action``, ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``),
+    ``perception`` (a :class:`~cryorl.perception.predictor.HoleQualityPredictor` or a saved one's folder: the
+    predicted CTFMaxRes comes from it, run on hole crops — rendered from the sample model for simulated grids, or
+    ``crops`` (N, H, W), one per hole of a given ``atlas``).
 
     ## Version History
     * v0: mechanics of the CryoRL reference implementation (Fan et al. 2023), uniform start over all holes.
@@ -80,7 +83,7 @@ class CryoEMEnv(gym.Env):
                  switch_rewards: tuple[float, float, float, float] = CRYORL_SWITCH_REWARDS,
                  grid: GridSpec | dict | None = None, grid_seed: int | None = None, resample_grid: bool = False,
                  invalid_action: Literal["raise", "penalize"] = "raise", invalid_action_penalty: float = -1.0,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, perception=None, crops: np.ndarray | None = None) -> None:
         if preset is not None:
             from cryorl.presets import load_preset
 
@@ -115,12 +118,22 @@ class CryoEMEnv(gym.Env):
 
         self.grid_spec: GridSpec | None = None
         self.grid_seed = grid_seed
+        if perception is not None and not hasattr(perception, "predict"):
+            from cryorl.perception.predictor import HoleQualityPredictor
+
+            perception = HoleQualityPredictor.load(perception)
+        self.perception = perception
         if atlas is None:
             spec = grid if isinstance(grid, GridSpec) else replace(GridSpec(), **(grid or {}))
             self.grid_spec = spec
-            atlas = simulate_atlas(grid_seed if grid_seed is not None else 0, spec)
+            atlas = self._simulate(grid_seed if grid_seed is not None else 0)
         elif grid is not None:
             raise ValueError("pass either atlas= (a given grid) or grid= (a simulated grid's spec), not both")
+        elif perception is not None:
+            if crops is None or len(crops) != len(atlas):
+                raise ValueError(f"perception on a given atlas needs crops=, one image per hole ({len(atlas)}), "
+                                 f"got {'none' if crops is None else len(crops)}")
+            atlas = atlas.with_predictions(perception.predict(crops))
         self.max_holes = int(max_holes) if max_holes is not None else len(atlas)
         self._set_atlas(atlas)
         self.observation_space = self._features.observation_space()
@@ -133,6 +146,18 @@ class CryoEMEnv(gym.Env):
         self._budget = self.budget
 
     # ---------------------------------------------------------------------------------------------- atlas
+    def _simulate(self, seed) -> Atlas:
+        """A simulated grid; with perception, its predictions come from the predictor on rendered hole crops."""
+        if self.perception is None:
+            return simulate_atlas(seed, self.grid_spec)
+        from cryorl.perception.crops import crops_for_table
+        from cryorl.synth import simulate_hole_table
+
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        table = simulate_hole_table(rng, self.grid_spec)
+        atlas = Atlas.from_frame(table, position_unit="um", source=f"cryorl.synth with {self.perception.name}")
+        return atlas.with_predictions(self.perception.predict(crops_for_table(table, rng)))
+
     def _set_atlas(self, atlas: Atlas) -> None:
         if len(atlas) > self.max_holes:
             raise ValueError(f"the grid has {len(atlas)} holes but max_holes is {self.max_holes}; raise max_holes")
@@ -149,7 +174,7 @@ class CryoEMEnv(gym.Env):
         super().reset(seed=seed)
         if self.grid_spec is not None and self.grid_seed is None and (seed is not None or self._needs_grid
                                                                      or self.resample_grid):
-            self._set_atlas(simulate_atlas(self.np_random, self.grid_spec))
+            self._set_atlas(self._simulate(self.np_random))
             self._needs_grid = False
         options = options or {}
         unknown = set(options) - {"start", "budget"}

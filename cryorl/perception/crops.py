@@ -1,0 +1,112 @@
+"""Hole crops for perception: rendered from the sample model (fast, any number), or read from a session folder.
+
+``render_hole_crops`` draws 150 × 150 hole-magnification crops (20 nm/pixel) centred on each hole with the same
+image physics as :mod:`cryorl.imaging` — Beer–Lambert transmission of the hole's ice, its neighbours on the
+lattice, the carbon film with its texture and the holes' carbon lips, ice-crystal contamination on holes whose CTF
+fit failed, Poisson shot noise — vectorized over crops.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from cryorl.imaging import Optics, _splat_holes, lattice_points
+from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
+
+__all__ = ["render_hole_crops", "crops_for_table", "simulated_crop_dataset", "load_session_crops", "movie_frames",
+           "CROP_PIXEL_UM"]
+
+CROP_PIXEL_UM = 0.02
+CROP_SIZE = 150
+
+
+def render_hole_crops(thickness_nm: np.ndarray, film_ice_nm: np.ndarray, contaminated: np.ndarray,
+                      rng: np.random.Generator, optics: Optics = Optics(), size: int = CROP_SIZE,
+                      pixel_um: float = CROP_PIXEL_UM, dose: float = 400.0, chunk: int = 512) -> np.ndarray:
+    """(N, size, size) int16 crops, one per hole (thickness, ice over the film, contamination flag)."""
+    thickness_nm = np.asarray(thickness_nm, dtype=np.float64)
+    n = len(thickness_nm)
+    centre_px = np.array([[(size - 1) / 2, (size - 1) / 2]])
+    radius_px = optics.hole_radius_um / pixel_um
+    rim_px = optics.rim_width_um / pixel_um
+    centre, _, centre_rim = _splat_holes((size, size), centre_px, radius_px, np.ones(1), rim_px)
+    neighbours = lattice_points("square", optics.hole_pitch_um, size * pixel_um)
+    neighbours = neighbours[np.linalg.norm(neighbours, axis=1) > 1e-6] / pixel_um + centre_px
+    around, _, around_rim = _splat_holes((size, size), neighbours, radius_px, np.ones(len(neighbours)), rim_px)
+    y, x = np.mgrid[0:size, 0:size] * pixel_um
+    out = np.empty((n, size, size), dtype=np.int16)
+    carbon = optics.carbon_nm * optics.carbon_density_ratio
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        k = stop - start
+        t = thickness_nm[start:stop, None, None]
+        t_near = np.clip(t + rng.normal(0.0, 10.0, (k, 1, 1)), 0.0, None)
+        texture = ndimage.gaussian_filter(rng.normal(size=(k, size, size)), (0, 15, 15), mode="wrap")
+        texture /= texture.std(axis=(1, 2), keepdims=True) + 1e-12
+        film = (carbon * (1.0 + 0.08 * texture) + np.asarray(film_ice_nm)[start:stop, None, None]
+                + optics.rim_nm * np.maximum(centre_rim, around_rim))
+        total = centre * t + around * t_near + (1.0 - centre - around) * film
+        dirty = np.flatnonzero(np.asarray(contaminated)[start:stop])
+        if dirty.size:                                  # an ice crystal near the hole's centre
+            cx = rng.uniform(0.3, 0.7, dirty.size) * size * pixel_um
+            cy = rng.uniform(0.3, 0.7, dirty.size) * size * pixel_um
+            width = rng.uniform(0.3, 0.8, dirty.size)[:, None, None]
+            total[dirty] += rng.uniform(150, 300, dirty.size)[:, None, None] * np.exp(
+                -((x - cx[:, None, None]) ** 2 + (y - cy[:, None, None]) ** 2) / (2 * width ** 2))
+        out[start:stop] = np.minimum(rng.poisson(dose * np.exp(-total / optics.mean_free_path_nm)),
+                                     np.iinfo(np.int16).max)
+    return out
+
+
+def crops_for_table(table: pd.DataFrame, seed: int | np.random.Generator, optics: Optics = Optics()) -> np.ndarray:
+    """Crops for every hole of a simulated hole table (``thickness_nm``, ``square``, ``true_ctf``)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng([seed, 150])
+    film = optics.ice_on_carbon_ratio * table.groupby("square")["thickness_nm"].transform("median").to_numpy()
+    failed = table["true_ctf"].to_numpy() >= FIT_FAILURE_SENTINEL
+    return render_hole_crops(table["thickness_nm"].to_numpy(), film, failed, rng, optics)
+
+
+def simulated_crop_dataset(seeds, spec: GridSpec | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """Crops and hole tables of the simulated grids of ``seeds`` (concatenated in order)."""
+    crops, tables = [], []
+    for seed in seeds:
+        table = simulate_hole_table(seed, spec)
+        crops.append(crops_for_table(table, seed))
+        tables.append(table.assign(grid_seed=seed))
+    return np.concatenate(crops), pd.concat(tables, ignore_index=True)
+
+
+def movie_frames(crops: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Split each crop's electrons over ``frames`` movie frames (each electron lands in one frame, uniformly):
+    (N, H, W) counts → (N, frames, H, W), the shot noise of a dose-fractionated exposure."""
+    remaining = np.asarray(crops).astype(np.int64)
+    out = np.empty((len(remaining), frames) + remaining.shape[1:], dtype=np.int16)
+    for k in range(frames - 1):                                   # sequential binomial = multinomial split
+        taken = rng.binomial(remaining, 1.0 / (frames - k))
+        out[:, k] = taken
+        remaining = remaining - taken
+    out[:, -1] = remaining
+    return out
+
+
+def load_session_crops(directory: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Hole names and crops from a session's ``crops/<patch>.mrc`` stacks (frame k = exposure k + 1), in the
+    order of the stacks' file names."""
+    from cryorl.leginon import exposure_name  # noqa: F401  (naming documented there)
+    from cryorl.mrc import read_mrc
+
+    folder = Path(directory) / "crops"
+    stacks = sorted(folder.glob("*.mrc"))
+    if not stacks:
+        raise FileNotFoundError(f"no hole crops (crops/*.mrc) in {directory}; `cryorl simulate --crops` writes them")
+    names, crops = [], []
+    for path in stacks:
+        stack, _ = read_mrc(path)
+        stack = stack if stack.ndim == 3 else stack[None]
+        names += [f"{path.stem}_{k + 1:05d}en-a" for k in range(len(stack))]
+        crops.append(stack)
+    return names, np.concatenate(crops)

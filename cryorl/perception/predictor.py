@@ -1,0 +1,223 @@
+"""The hole-quality predictor: a registry backbone, preprocessing, training, evaluation, batched prediction.
+
+CTFMaxRes targets are clipped to [0, 20] Å (failed fits count as 20 Å, as in the environment's features).
+``target="regression"`` regresses it (smooth L1 or L2, as CryoRL); ``target="bins"`` classifies it into CTF bins
+and predicts the expected value. Saved as ``model.pt`` (a state dict, loaded with ``weights_only=True``) and
+``config.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.perception.registry import create_model, model_entry
+
+__all__ = ["HoleQualityPredictor", "quality_metrics", "DEFAULT_BINS"]
+
+MAX_CTF = 20.0
+DEFAULT_BINS = (3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 13.0, 16.0)
+
+
+def quality_metrics(predicted: np.ndarray, ctf: np.ndarray, threshold: float = 6.0) -> dict[str, float]:
+    """MAE, Pearson r, Spearman ρ (on CTFMaxRes clipped to 20 Å), and accuracy, precision and recall of
+    "≤ threshold"."""
+    from scipy.stats import pearsonr, spearmanr
+
+    truth = np.clip(np.nan_to_num(np.asarray(ctf, float), nan=MAX_CTF), 0.0, MAX_CTF)
+    predicted = np.asarray(predicted, float)
+    good, called = truth <= threshold, predicted <= threshold
+    tp = float((good & called).sum())
+    varied = predicted.std() > 0 and truth.std() > 0                  # correlation undefined for a constant
+    return {"mae": float(np.abs(predicted - truth).mean()),
+            "pearson_r": float(pearsonr(predicted, truth)[0]) if varied else float("nan"),
+            "spearman_rho": float(spearmanr(predicted, truth)[0]) if varied else float("nan"),
+            "accuracy": float((good == called).mean()),
+            "precision": tp / max(float(called.sum()), 1.0), "recall": tp / max(float(good.sum()), 1.0),
+            "holes": int(len(truth))}
+
+
+class HoleQualityPredictor:
+    """CTFMaxRes from a hole's low-magnification crop."""
+
+    def __init__(self, backbone: str = "resnet10_small", *, target: str = "regression", loss: str = "smooth_l1",
+                 bins: tuple[float, ...] = DEFAULT_BINS, input_size: int = 96, overrides: dict | None = None
+                 ) -> None:
+        if target not in ("regression", "bins"):
+            raise ValueError(f"target must be 'regression' or 'bins', got {target!r}")
+        if loss not in ("smooth_l1", "l2"):
+            raise ValueError(f"loss must be 'smooth_l1' or 'l2', got {loss!r}")
+        self.config = {"backbone": backbone, "target": target, "loss": loss, "bins": list(bins),
+                       "input_size": input_size, "overrides": dict(overrides or {})}
+        outputs = 1 if target == "regression" else len(bins) + 1
+        self.movies = model_entry(backbone).family == "temporal"
+        self.model = create_model(backbone, in_chans=1, num_outputs=outputs, **self.config["overrides"])
+        edges = np.asarray(bins, float)
+        self._centres = torch.tensor(np.concatenate([[edges[0] - 0.5], (edges[1:] + edges[:-1]) / 2,
+                                                     [(edges[-1] + MAX_CTF) / 2]]), dtype=torch.float32)
+
+    @property
+    def name(self) -> str:
+        return self.config["backbone"]
+
+    # -- data --------------------------------------------------------------------------------------------------
+    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        """(N, H, W) images — or (N, T, H, W) movies for a temporal backbone — of any dtype (MRC counts or
+        8-bit) → float32 (N, 1, S, S) or (N, T, 1, S, S), each sample normalised to zero mean and unit variance,
+        centre-cropped or resized to the input size."""
+        crops = np.asarray(crops)
+        dims = 4 if self.movies else 3
+        if crops.ndim == dims - 1:
+            crops = crops[None]
+        if crops.ndim != dims:
+            raise ValueError(f"crops must be {'(N, T, H, W) movies' if self.movies else '(N, H, W) images'}, "
+                             f"got shape {crops.shape}")
+        x = torch.as_tensor(crops.astype(np.float32)).unsqueeze(-3)
+        axes = tuple(range(1, x.ndim))
+        x = (x - x.mean(dim=axes, keepdim=True)) / (x.std(dim=axes, keepdim=True) + 1e-6)
+        size = self.config["input_size"]
+        h, w = x.shape[-2:]
+        if h >= size and w >= size:
+            top, left = (h - size) // 2, (w - size) // 2
+            x = x[..., top:top + size, left:left + size]
+        if x.shape[-2:] != (size, size):
+            lead = x.shape[:-3]
+            x = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]), size=(size, size), mode="bilinear",
+                              align_corners=False).reshape(*lead, 1, size, size)
+        return x.contiguous()
+
+    @staticmethod
+    def targets(ctf: np.ndarray) -> np.ndarray:
+        return np.clip(np.nan_to_num(np.asarray(ctf, np.float64), nan=MAX_CTF), 0.0, MAX_CTF)
+
+    @staticmethod
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Flips, 90° rotations, Gaussian noise and contrast changes: what a hole image may look like."""
+        n = x.shape[0]
+        per_sample = (n,) + (1,) * (x.ndim - 1)
+        flip = torch.rand(per_sample, generator=generator) < 0.5
+        x = torch.where(flip, x.flip(-1), x)
+        x = torch.rot90(x, int(torch.randint(0, 4, (1,), generator=generator)), dims=(-2, -1))
+        contrast = 1.0 + 0.1 * (2 * torch.rand(per_sample, generator=generator) - 1)
+        noise = 0.1 * torch.rand(per_sample, generator=generator) * torch.randn(x.shape, generator=generator)
+        return x * contrast + noise
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def _loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.config["target"] == "bins":
+            classes = torch.bucketize(y, torch.tensor(self.config["bins"], dtype=y.dtype), right=True)
+            return F.cross_entropy(output, classes)
+        scaled = output[:, 0]
+        target = y / MAX_CTF
+        return F.smooth_l1_loss(scaled, target, beta=0.05) if self.config["loss"] == "smooth_l1" else \
+            F.mse_loss(scaled, target)
+
+    def _decode(self, output: torch.Tensor) -> torch.Tensor:
+        if self.config["target"] == "bins":
+            return torch.softmax(output, dim=1) @ self._centres
+        return output[:, 0].clamp(0.0, 1.0) * MAX_CTF
+
+    def fit(self, crops: np.ndarray, ctf: np.ndarray, *, validation: tuple[np.ndarray, np.ndarray] | None = None,
+            epochs: int = 10, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
+            augment: bool = True, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+        """Train with AdamW and a cosine schedule; with ``validation``, keep the weights of the epoch with the
+        lowest validation MAE. Returns one row per epoch (loss, validation metrics, seconds)."""
+        from tqdm import tqdm
+
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        x_all = self.preprocess(crops)
+        y_all = torch.as_tensor(self.targets(ctf), dtype=torch.float32)
+        if len(x_all) != len(y_all):
+            raise ValueError(f"{len(x_all)} crops but {len(y_all)} CTF values")
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        steps = epochs * int(np.ceil(len(x_all) / batch_size))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1),
+                                                       pct_start=0.15)
+        history, best, best_state = [], np.inf, None
+        for epoch in range(epochs):
+            tic = time.perf_counter()
+            self.model.train()
+            order = torch.randperm(len(x_all), generator=generator)
+            losses = []
+            batches = range(0, len(order), batch_size)
+            for start in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                              disable=not progress):
+                index = order[start:start + batch_size]
+                x = x_all[index]
+                if augment:
+                    x = self.augment(x, generator)
+                loss = self._loss(self.model(x), y_all[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                losses.append(loss.item())
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                   "seconds": time.perf_counter() - tic}
+            if validation is not None:
+                metrics = self.evaluate(*validation)
+                row.update({f"val_{k}": v for k, v in metrics.items() if k != "holes"})
+                if metrics["mae"] < best:
+                    best = metrics["mae"]
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            history.append(row)
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return pd.DataFrame(history)
+
+    # -- inference ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, crops: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Predicted CTFMaxRes (Å) for each crop, in batches."""
+        from tqdm import tqdm
+
+        self.model.eval()
+        crops = np.asarray(crops)
+        out = []
+        for start in tqdm(range(0, len(crops), batch_size), desc="predicting", unit="batch", disable=not progress):
+            out.append(self._decode(self.model(self.preprocess(crops[start:start + batch_size]))))
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+    def evaluate(self, crops: np.ndarray, ctf: np.ndarray, threshold: float = 6.0) -> dict[str, float]:
+        return quality_metrics(self.predict(crops), ctf, threshold)
+
+    # -- files -------------------------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, metadata: dict | None = None) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "model.pt") as tmp:
+            torch.save(self.model.state_dict(), tmp)
+        atomic_write_text(folder / "config.json", json.dumps({**self.config, "metadata": metadata or {}},
+                                                             indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "HoleQualityPredictor":
+        folder = Path(folder)
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no predictor in {folder} (config.json missing)") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{folder / 'config.json'}: not valid JSON ({error.msg})") from None
+        predictor = cls(config["backbone"], target=config["target"], loss=config["loss"],
+                        bins=tuple(config["bins"]), input_size=config["input_size"], overrides=config["overrides"])
+        try:
+            state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+            predictor.model.load_state_dict(state)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no weights in {folder} (model.pt missing)") from None
+        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+            raise ValueError(f"{folder / 'model.pt'}: cannot load the weights ({str(error).splitlines()[0]})") \
+                from None
+        predictor.metadata = config.get("metadata", {})
+        return predictor

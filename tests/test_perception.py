@@ -1,0 +1,194 @@
+"""Perception: every backbone family builds and learns, the predictor trains, saves and feeds the environment."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cryorl import CryoEMEnv
+from cryorl.cli import main
+from cryorl.perception import count_macs, count_parameters, create_model, list_models, model_entry
+from cryorl.perception.crops import crops_for_table, load_session_crops, render_hole_crops
+from cryorl.perception.predictor import HoleQualityPredictor, quality_metrics
+from cryorl.synth import GridSpec, simulate_hole_table
+
+FAMILIES = {"resnet": "resnet_tiny", "blnet": "bl_resnet_tiny", "crossvit": "crossvit_test",
+            "regionvit": "regionvit_test", "graft": "graft_test", "temporal": "tam_resnet_tiny"}
+SMALL = GridSpec(n_holes=400, n_patches=30, n_squares=5, n_tiles=3)
+
+
+@pytest.fixture(autouse=True)
+def few_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_family_is_registered_with_a_cpu_and_a_test_variant():
+    for family in FAMILIES:
+        names = list_models(family=family)
+        assert len(names) >= 2, family
+    assert {"resnet18", "resnet50", "bl_resnet50", "crossvit_tiny", "crossvit_9", "regionvit_tiny",
+            "graft_deit_tiny", "tam_resnet18", "superimage_resnet10_small"} <= set(list_models())
+    assert list_models("crossvit*") == ["crossvit_9", "crossvit_test", "crossvit_tiny"]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES.values()) + ["superimage_resnet_tiny", "tsn_resnet10_small"])
+def test_forward_and_backward_at_any_input_size(name):
+    entry = model_entry(name)
+    model = create_model(name, num_outputs=3)
+    shapes = [entry.input_shape]
+    if entry.family != "temporal":
+        shapes.append((1, 96, 120))                          # another size the design allows
+    else:
+        shapes.append((entry.input_shape[0] + 2,) + entry.input_shape[1:])     # more frames
+    for shape in shapes:
+        x = torch.randn(2, *shape)
+        out = model(x)
+        assert out.shape == (2, 3)
+        model.zero_grad()
+        out.square().mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert count_parameters(model) > 0 and count_macs(model, entry.input_shape) > 0
+
+
+def test_published_configurations():
+    tiny = create_model("crossvit_tiny")
+    assert [embed.proj.out_channels for embed in tiny.embeds] == [96, 192]
+    assert [embed.patch for embed in tiny.embeds] == [12, 16]
+    assert len(tiny.stages) == 3 and [len(b) for b in tiny.stages[0][0]] == [1, 4]
+    assert tiny.stages[0][0][0][0].attn.num_heads == 3 and tiny.stages[0][0][0][0].mlp.net[0].out_features == 384
+    nine = create_model("crossvit_9")
+    assert [len(b) for b in nine.stages[0][0]] == [1, 3] and nine.stages[0][0][1][0].mlp.net[0].out_features == 768
+    region = create_model("regionvit_tiny")
+    assert [len(s) for s in region.stages] == [2, 2, 8, 2]
+    assert [s[0].attention.attn.num_heads for s in region.stages] == [2, 4, 8, 16]
+    assert [s[0].attention.norm1.normalized_shape[0] for s in region.stages] == [64, 128, 256, 512]
+    resnet50 = create_model("resnet50")
+    assert 23e6 < count_parameters(resnet50) < 24e6                      # torchvision's 25.6M less the 1000-way head
+    graft = create_model("graft_deit_tiny")
+    assert len(graft.blocks) == 12 and graft.blocks[0].attn.num_heads == 3 and graft.num_features == 192
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="unknown model 'resnet19'"):
+        create_model("resnet19")
+    with pytest.raises(ValueError, match="has no setting"):
+        create_model("resnet_tiny", depth=3)
+    assert create_model("resnet_tiny", drop=0.5).head[0].p == 0.5
+
+
+def test_rendered_crops_follow_the_ice():
+    from scipy.stats import spearmanr
+
+    table = simulate_hole_table(0, SMALL)
+    crops = crops_for_table(table, 0)
+    assert crops.shape == (400, 150, 150) and crops.dtype == np.int16
+    centre = crops[:, 65:85, 65:85].mean(axis=(1, 2))
+    assert spearmanr(centre, table["thickness_nm"]).statistic < -0.9
+    again = crops_for_table(table, 0)
+    assert np.array_equal(crops, again)                                    # deterministic by seed
+    with pytest.raises(ValueError):
+        render_hole_crops(np.ones(3), np.ones(2), np.zeros(3, bool), np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small predictor trained for real (a few hundred steps) on simulated crops."""
+    torch.set_num_threads(1)
+    train = simulate_hole_table(1, SMALL), simulate_hole_table(2, SMALL), simulate_hole_table(4, SMALL)
+    crops = np.concatenate([crops_for_table(t, s) for t, s in zip(train, (1, 2, 4))])
+    ctf = np.concatenate([t["true_ctf"].to_numpy() for t in train])
+    held = simulate_hole_table(3, SMALL)
+    predictor = HoleQualityPredictor("resnet_tiny", input_size=48)
+    history = predictor.fit(crops, ctf, validation=(crops_for_table(held, 3), held["true_ctf"].to_numpy()),
+                            epochs=6, batch_size=32, lr=3e-3, progress=False)
+    return predictor, history, held
+
+
+def test_predictor_learns_hole_quality(trained):
+    predictor, history, held = trained
+    assert len(history) == 6 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    metrics = predictor.evaluate(crops_for_table(held, 3), held["true_ctf"].to_numpy())
+    truth = np.clip(held["true_ctf"].to_numpy(), 0, 20)
+    constant = np.abs(truth - np.median(truth)).mean()                      # the best image-blind guess
+    assert metrics["mae"] < 0.85 * constant and metrics["pearson_r"] > 0.5, (metrics, constant)
+
+
+def test_predictor_save_load_and_bad_files(trained, tmp_path):
+    predictor, _, held = trained
+    crops = crops_for_table(held, 3)[:50]
+    predictor.save(tmp_path / "p", {"note": "test"})
+    loaded = HoleQualityPredictor.load(tmp_path / "p")
+    np.testing.assert_allclose(loaded.predict(crops), predictor.predict(crops), rtol=1e-5)
+    assert loaded.metadata == {"note": "test"}
+    (tmp_path / "p" / "model.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="model.pt: cannot load the weights"):
+        HoleQualityPredictor.load(tmp_path / "p")
+    with pytest.raises(FileNotFoundError, match="config.json missing"):
+        HoleQualityPredictor.load(tmp_path / "absent")
+    with pytest.raises(ValueError, match=r"crops must be \(N, H, W\)"):
+        predictor.predict(np.zeros((2, 1, 3, 150, 150)))
+
+
+def test_bins_target_trains_and_predicts_in_angstrom():
+    table = simulate_hole_table(5, SMALL)
+    crops = crops_for_table(table, 5)[:128]
+    predictor = HoleQualityPredictor("resnet_tiny", target="bins", input_size=48)
+    predictor.fit(crops, table["true_ctf"].to_numpy()[:128], epochs=1, batch_size=32, progress=False)
+    predicted = predictor.predict(crops)
+    assert predicted.shape == (128,) and (predicted > 2).all() and (predicted < 20).all()
+
+
+def test_environment_plans_from_perception(trained, tmp_path):
+    predictor, _, _ = trained
+    env = CryoEMEnv(grid=SMALL, grid_seed=7, perception=predictor)
+    # the same grid as without perception; predictions are the predictor's on that grid's crops
+    plain = CryoEMEnv(grid=SMALL, grid_seed=7)
+    assert list(env.atlas.names) == list(plain.atlas.names)
+    assert np.allclose(env.atlas.true_ctf, plain.atlas.true_ctf, equal_nan=True)
+    assert quality_metrics(env.atlas.predicted_ctf, env.atlas.true_ctf)["pearson_r"] > 0.5
+    predictor.save(tmp_path / "saved")
+    from_path = CryoEMEnv(grid=SMALL, grid_seed=7, perception=tmp_path / "saved")
+    np.testing.assert_allclose(from_path.atlas.predicted_ctf, env.atlas.predicted_ctf, rtol=1e-5)
+    obs, info = env.reset(seed=0)
+    obs, reward, *_ = env.step(int(np.flatnonzero(obs["action_mask"])[0]))
+    with pytest.raises(ValueError, match="needs crops="):
+        CryoEMEnv(plain.atlas, perception=predictor)
+
+
+def test_cli_perception_on_a_session(tmp_path, capsys):
+    from cryorl.synth_session import simulate_session
+
+    session = simulate_session(tmp_path / "s", seed=3, spec=GridSpec(n_holes=60, n_patches=5, n_squares=2,
+                                                                       n_tiles=1), crops=True, progress=False)
+    names, crops = load_session_crops(session)
+    assert len(names) == 60 and crops.shape == (60, 150, 150)
+    model = tmp_path / "model"
+    assert main(["perception", "train", "--backbone", "resnet_tiny", "--input-size", "48", "--epochs", "1",
+                 "--data", str(session), "--out", str(model), "--quiet", "--threads", "1"]) == 0
+    assert main(["perception", "evaluate", "--model", str(model), "--data", str(session), "--threads", "1"]) == 0
+    assert "mae" in capsys.readouterr().out
+    out = tmp_path / "predictions.txt"
+    assert main(["perception", "predict", "--model", str(model), "--data", str(session), "--out", str(out),
+                 "--quiet", "--threads", "1"]) == 0
+    from cryorl.loaders import read_predictions
+
+    assert len(read_predictions(out)) == 60
+    assert main(["perception", "models", "--pattern", "resnet_tiny"]) == 0
+
+
+def test_temporal_predictor_on_movie_stacks():
+    from cryorl.perception.crops import movie_frames
+
+    table = simulate_hole_table(6, SMALL)
+    crops = crops_for_table(table, 6)[:64]
+    movies = movie_frames(crops, 4, np.random.default_rng(0))
+    assert movies.shape == (64, 4, 150, 150) and np.array_equal(movies.sum(axis=1), crops)   # every electron once
+    predictor = HoleQualityPredictor("tam_resnet_tiny", input_size=48)
+    predictor.fit(movies, table["true_ctf"].to_numpy()[:64], epochs=1, batch_size=16, progress=False)
+    assert predictor.predict(movies).shape == (64,)
+    with pytest.raises(ValueError, match=r"\(N, T, H, W\) movies"):
+        predictor.predict(crops[:, None, None])
