@@ -24,12 +24,13 @@ from cryorl.mrc import read_mrc
 from cryorl.synth import ctf_from_thickness
 from cryorl.vision import find_holes
 
-__all__ = ["atlas_from_images", "find_patch_holes", "PATCH_IMAGE"]
+__all__ = ["atlas_from_images", "find_patch_holes", "patch_images", "PATCH_IMAGE"]
 
 PATCH_IMAGE = re.compile(r"^(?P<square>(?P<tile>.+?_\d+gr)_\d+sq(?:_v\d+)?)_\d+hl(?:_v\d+)?$")
 
 
-def _patch_images(directory: Path) -> list[Path]:
+def patch_images(directory: Path) -> list[Path]:
+    """The patch images (Leginon-named MRC files) of a session folder's ``patches/``, or of the folder itself."""
     folder = directory / "patches" if (directory / "patches").is_dir() else directory
     images = sorted(p for p in folder.glob("*.mrc") if PATCH_IMAGE.match(p.stem))
     if not images:
@@ -74,7 +75,7 @@ def atlas_from_images(directory: str | os.PathLike, ctf_table: str | os.PathLike
     directory = Path(directory)
     dose = dose if dose is not None else _session_dose(directory)
     found = []
-    for path in tqdm(_patch_images(directory), desc="finding holes", unit="patch", disable=not progress):
+    for path in tqdm(patch_images(directory), desc="finding holes", unit="patch", disable=not progress):
         holes = find_patch_holes(path, hole_diameter_um, hole_pitch_um, dose)
         parts = PATCH_IMAGE.match(path.stem)
         holes.insert(0, "patch", path.stem)

@@ -80,7 +80,7 @@ def plot_square_holes(path: Path, hole_diameter_um: float, hole_pitch_um: float 
 
 
 def plot_crops(directory: Path, n: int = 48):
-    from cryorl.atlas_images import find_patch_holes, _patch_images
+    from cryorl.atlas_images import find_patch_holes, patch_images
     from cryorl.imaging import cut_crops
 
     ctf = _ctf_table(directory)
@@ -96,7 +96,7 @@ def plot_crops(directory: Path, n: int = 48):
             if len(crops) >= n:
                 break
     else:
-        for path in _patch_images(directory):
+        for path in patch_images(directory):
             image, _ = read_mrc(path)
             holes = find_patch_holes(path)
             h, w = image.shape

@@ -96,7 +96,6 @@ def movie_frames(crops: np.ndarray, frames: int, rng: np.random.Generator) -> np
 def load_session_crops(directory: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """Hole names and crops from a session's ``crops/<patch>.mrc`` stacks (frame k = exposure k + 1), in the
     order of the stacks' file names."""
-    from cryorl.leginon import exposure_name  # noqa: F401  (naming documented there)
     from cryorl.mrc import read_mrc
 
     folder = Path(directory) / "crops"
