@@ -55,6 +55,20 @@ def _patch_slots(n: int, pitch_um: float, opening_um: float, rng: np.random.Gene
     raise ValueError(f"{n} patches do not fit in one square")
 
 
+def _lattice_index(lattice: np.ndarray, points: np.ndarray, pitch: float) -> np.ndarray:
+    """Index into ``lattice`` of each of ``points`` (both on the same lattice, µm), by sorted integer keys."""
+    def keys(xy: np.ndarray) -> np.ndarray:
+        k = np.round(xy / pitch * 2).astype(np.int64) + 100_000
+        return k[:, 0] * 1_000_000 + k[:, 1]
+
+    lattice_keys, point_keys = keys(lattice), keys(points)
+    order = np.argsort(lattice_keys)
+    found = order[np.searchsorted(lattice_keys[order], point_keys).clip(0, len(order) - 1)]
+    if not np.array_equal(lattice_keys[found], point_keys):
+        raise ValueError("a targeted hole is off the square's lattice")
+    return found
+
+
 def session_layout(table: pd.DataFrame, spec: GridSpec, optics: Optics, rng: np.random.Generator) -> dict:
     """Stage geometry of every square (lattice holes with thickness, patch centres, defects) and tile."""
     pitch = spec.hole_spacing_um
@@ -74,9 +88,7 @@ def session_layout(table: pd.DataFrame, spec: GridSpec, optics: Optics, rng: np.
         ice = np.column_stack([np.ones(len(lattice)), lattice]) @ coef
         ice = np.clip(ice + rng.normal(0.0, spec.hole_thickness_sd_nm * (0.2 if t.mean() < 15 else 1.0),
                                        len(lattice)), 0.0, None)
-        key = np.round(lattice / pitch * 2).astype(np.int64)
-        index = {tuple(k): i for i, k in enumerate(key)}
-        targeted = np.array([index[tuple(k)] for k in np.round(target_xy / pitch * 2).astype(np.int64)])
+        targeted = _lattice_index(lattice, target_xy, pitch)
         ice[targeted] = t
         failed = holes["true_ctf"].to_numpy() >= FIT_FAILURE_SENTINEL
         defects = Defects.random(rng, optics.opening_um / 2, rng.poisson(3), int(rng.random() < 0.15))
