@@ -242,7 +242,8 @@ class Atlas:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the hole table as CSV or Parquet (by suffix), atomically. The position unit travels in the file:
-        as a ``# position_unit=…`` first line in CSV, in the schema metadata in Parquet."""
+        in the position columns' names in CSV (``x_um, y_um`` or ``x_px, y_px``: plain ``pandas.read_csv`` reads
+        it), in the schema metadata in Parquet."""
         path = Path(path)
         frame = self.to_frame()
         with atomic_path(path) as tmp:
@@ -255,9 +256,8 @@ class Atlas:
                                                        b"cryorl.position_unit": self.position_unit.encode()})
                 pq.write_table(table, tmp)
             else:
-                with open(tmp, "w", newline="") as handle:
-                    handle.write(f"# position_unit={self.position_unit}\n")
-                    frame.to_csv(handle, index=False)
+                unit = self.position_unit
+                frame.rename(columns={"x": f"x_{unit}", "y": f"y_{unit}"}).to_csv(tmp, index=False)
         return path
 
     @classmethod
@@ -276,9 +276,13 @@ class Atlas:
         else:
             with open(path) as handle:
                 first = handle.readline()
-            if first.startswith("# position_unit="):
+            if first.startswith("# position_unit="):            # written by cryorl 0.1.0 before the unit moved
                 unit = first.strip().split("=", 1)[1]
             frame = pd.read_csv(path, comment="#", dtype={"hole": str, "tile": str, "square": str, "patch": str})
+            named = [c[2:] for c in frame.columns if c.startswith("x_") and f"y_{c[2:]}" in frame.columns]
+            if "x" not in frame.columns and len(named) == 1:
+                unit = named[0]
+                frame = frame.rename(columns={f"x_{unit}": "x", f"y_{unit}": "y"})
         return cls.from_frame(frame, position_unit=unit, source=str(path))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cryorl.atlas import Atlas
+from cryorl.leginon import parse_exposure_names
 from cryorl.loaders import DataFileError, read_ctf_csv, read_predictions
 from cryorl.mrc import read_mrc
 from cryorl.synth import ctf_from_thickness
@@ -105,6 +106,9 @@ def atlas_from_images(directory: str | os.PathLike, ctf_table: str | os.PathLike
         raise ValueError("without a predictions file the hole quality is estimated from the ice thickness, "
                          "which needs the dose (counts per pixel through vacuum): pass dose=")
     frame = table[["hole", "tile", "square", "patch", "x", "y", "true_ctf", "predicted_ctf"]]
+    groups, parsed = parse_exposure_names(frame["hole"])
+    if parsed.all():                       # every version of a target is one square / patch (cryorl.leginon)
+        frame = frame.assign(**{level: groups[level].to_numpy() for level in ("tile", "square", "patch")})
     atlas = Atlas.from_frame(frame, position_unit="px", source=str(directory))
     return atlas, table[["hole", "patch", "x", "y", "brightness", "ice_nm", "detected", "distance_px"]]
 
@@ -113,13 +117,11 @@ def _match(ctf: pd.DataFrame, found: pd.DataFrame, path: Path, max_distance_px: 
     """Each CTF-table hole → the nearest found hole of its patch image (vectorized per patch)."""
     from scipy.spatial import cKDTree
 
-    from cryorl.leginon import parse_exposure_names
-
     parsed, ok = parse_exposure_names(ctf["name"])
     if not ok.all():
         line = int(np.flatnonzero(~ok.to_numpy())[0])
         raise DataFileError(path, f"hole name {ctf['name'].iloc[line]!r} is not a Leginon exposure name", line + 1)
-    ctf = ctf.assign(patch=parsed["patch"].to_numpy(), square=parsed["square"].to_numpy(),
+    ctf = ctf.assign(patch=parsed["patch_image"].to_numpy(), square=parsed["square"].to_numpy(),
                      tile=parsed["tile"].to_numpy())
     missing = sorted(set(ctf["patch"]) - set(found["patch"]))
     if missing:

@@ -7,7 +7,9 @@ O(holes) numpy work (one gather) and no Python loop over holes.
 
 ``compact`` (default)
     Raw per-hole facts; hierarchical statistics are left to the policy network (gather/scatter by id in torch),
-    which keeps replay buffers small (≈ 24 bytes per hole). Keys: ``predicted_ctf`` (Å, clipped at 20),
+    which keeps replay buffers small (≈ 28 bytes per hole). Keys: ``predicted_ctf`` (Å, clipped at 20; with
+    classifier predictions the CTFMaxRes-equivalent of the probability, :mod:`cryorl.quality`), ``predicted_good``
+    (probability that CTFMaxRes ≤ threshold, from either kind of prediction),
     ``measured_ctf`` (Å, clipped at 20; 0 until the hole is exposed: a microscope knows the CTFMaxRes of every
     exposure it has taken), ``hierarchy`` (tile, square, patch ids), ``is_hole`` (0 on padded rows), ``visited``,
     ``current`` (one-hot), ``time_left`` (minutes), ``costs`` (minutes per hole/patch/square/tile switch),
@@ -30,6 +32,7 @@ import numpy as np
 from gymnasium import spaces
 
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
+from cryorl.quality import predicted_quality, probability_good
 
 __all__ = ["FEATURE_SETS", "make_feature_set", "CompactFeatures", "CryoRLFeatures", "HISTOGRAM_EDGES",
            "GROUP_CAPS"]
@@ -70,10 +73,8 @@ class CompactFeatures(_FeatureSet):
 
     def __init__(self, atlas: Atlas, max_holes: int, threshold: float, costs: np.ndarray) -> None:
         super().__init__(atlas, max_holes, threshold, costs)
-        if not atlas.has_ctf_predictions:
-            raise ValueError(f"the compact feature set needs predicted CTFMaxRes values, but {atlas.source} has "
-                             "classifier probabilities only; use feature_set='cryorl' (the 17-feature variant)")
-        self._predicted = self._pad(np.minimum(atlas.predicted_ctf, MAX_FEATURE_CTF), np.float32)
+        self._predicted = self._pad(predicted_quality(atlas), np.float32)
+        self._probability = self._pad(probability_good(atlas, threshold), np.float32)
         self._hierarchy = self._pad(self.ids, np.int32)
         self._is_hole = self._pad(np.ones(self.n), np.int8)
         self._truth = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
@@ -82,6 +83,7 @@ class CompactFeatures(_FeatureSet):
         m, ctf_max = self.max_holes, MAX_FEATURE_CTF
         return spaces.Dict({
             "predicted_ctf": spaces.Box(0.0, ctf_max, (m,), np.float32),
+            "predicted_good": spaces.Box(0.0, 1.0, (m,), np.float32),
             "measured_ctf": spaces.Box(0.0, ctf_max, (m,), np.float32),
             "hierarchy": spaces.Box(0, max(m - 1, 1), (m, 3), np.int32),
             "is_hole": spaces.Box(0, 1, (m,), np.int8),
@@ -107,7 +109,8 @@ class CompactFeatures(_FeatureSet):
         current_row = np.zeros(self.max_holes, dtype=np.int8)
         current_row[current] = 1
         return {
-            "predicted_ctf": self._predicted.copy(), "measured_ctf": measured,
+            "predicted_ctf": self._predicted.copy(), "predicted_good": self._probability.copy(),
+            "measured_ctf": measured,
             "hierarchy": self._hierarchy.copy(), "is_hole": self._is_hole.copy(),
             "visited": visited_row, "current": current_row,
             "time_left": np.array([min(max(time_left, 0.0), MAX_MINUTES)], dtype=np.float32), "costs": self.costs.copy(),

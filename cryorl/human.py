@@ -26,6 +26,7 @@ import pandas as pd
 from cryorl.atlas import Atlas
 from cryorl.costs import CollectionCosts, collection_order, get_costs, switch_levels
 from cryorl.loaders import DataFileError
+from cryorl.quality import predicted_quality
 
 __all__ = ["HumanTrace", "load_human_trace", "real_clock", "simulate_operator", "percentile_rank", "jaccard"]
 
@@ -199,8 +200,7 @@ def simulate_operator(atlas: Atlas, seed: int, costs: str | CollectionCosts = "a
     costs = get_costs(costs).as_array()
     noise, tolerance = rng.uniform(1.0, 3.0), rng.uniform(0.0, 4.0)
     skip_below = rng.uniform(0.2, 0.5)
-    predicted = atlas.predicted_ctf if atlas.has_ctf_predictions else 20.0 * (1.0 - atlas.predicted_good)
-    seen = np.nan_to_num(predicted, nan=20.0) + rng.normal(0.0, noise, len(atlas))
+    seen = predicted_quality(atlas) + rng.normal(0.0, noise, len(atlas))
     looks_good = seen <= threshold + tolerance
     good = atlas.is_good(threshold)
     patch_share = np.bincount(atlas.patch, looks_good, atlas.n_patches) / np.bincount(atlas.patch,
@@ -232,7 +232,7 @@ def simulate_operator(atlas: Atlas, seed: int, costs: str | CollectionCosts = "a
     steps = costs[levels] * rng.lognormal(0.0, 0.3, len(levels))
     steps += np.where(rng.random(len(levels)) < 1 / 400, rng.uniform(30, 180, len(levels)), 0.0)
     minutes = np.concatenate([[0.0], np.cumsum(steps)])
-    return HumanTrace(name or f"operator-{seed}", tuple(atlas.names[holes]), minutes, f"simulated, seed {seed}")
+    return HumanTrace(name or f"simulated operator {seed}", tuple(atlas.names[holes]), minutes, f"simulated, seed {seed}")
 
 
 def percentile_rank(value: float, population: Sequence[float]) -> float:

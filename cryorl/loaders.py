@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 CTF_COLUMNS = ["name", "x", "y", "ctf_max_res", "confidence"]
+CONFIDENCE_RANGE = (-0.01, 1.01)
+"""Accepted CTF-fit confidences: a 0-1 score, with room for the published files' rounding (-0.004)."""
 MissingPolicy = Literal["error", "drop", "worst"]
 
 # File names of the published splits, by era of the CryoRL papers.
@@ -114,11 +116,28 @@ def read_ctf_csv(path: str | os.PathLike) -> pd.DataFrame:
     out = pd.DataFrame({"name": names}, index=raw.index)
     for column in CTF_COLUMNS[1:]:
         out[column] = _numeric(raw, column, path)
-    negative = out["ctf_max_res"] < 0
-    if negative.any():
-        line = int(negative.idxmax())
-        raise DataFileError(path, f"CTFMaxRes {out.loc[line, 'ctf_max_res']} Å is negative", line)
+    _check_plausible(out, path)
     return out
+
+
+def _check_plausible(table: pd.DataFrame, path: Path) -> None:
+    """CTFMaxRes must be a positive resolution and the fit confidence a score in [0, 1] (the published files have
+    rounding down to -0.004): a table with the two columns swapped would otherwise load as "every hole good"."""
+    ctf, confidence = table["ctf_max_res"], table["confidence"]
+    low, high = CONFIDENCE_RANGE
+    outside = (confidence < low) | (confidence > high) | ~np.isfinite(confidence)
+    if outside.any():
+        line = int(outside.idxmax())
+        swapped = (confidence > high).mean() > 0.5 and (ctf <= high).mean() > 0.5
+        hint = ("; most confidences look like CTFMaxRes values and most CTFMaxRes like confidences: are columns 4 "
+                "and 5 swapped? (expected name, x, y, ctf_max_res, confidence)" if swapped else
+                "; expected name, x, y, ctf_max_res (Å), confidence (0-1)")
+        raise DataFileError(path, f"CTF fit confidence {float(confidence.loc[line]):g} is outside [0, 1]{hint}", line)
+    bad = ~(ctf > 0) | ~np.isfinite(ctf)
+    if bad.any():
+        line = int(bad.idxmax())
+        raise DataFileError(path, f"CTFMaxRes {float(ctf.loc[line]):g} Å is not a positive resolution (failed fits are "
+                                  "written as 100000, not 0 or a negative number)", line)
 
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
@@ -204,6 +223,7 @@ def build_atlas(ctf: pd.DataFrame, predictions: pd.DataFrame, *, ctf_path: Path,
         line = int(ok.index[(~ok).to_numpy()][0])
         raise DataFileError(ctf_path, f"hole name {ctf.loc[line, 'name']!r} does not parse as a Leginon exposure "
                                       "name (…_NNNNNgr_NNNNNsq_vNN_NNNNNhl_vNN_NNNNNen[-a])", line)
+    parts = parts.drop(columns="patch_image")     # every image version of a target is one patch (cryorl.leginon)
     table = pd.concat([ctf, parts], axis=1).merge(predictions, on="name", how="left", indicator=True)
     table.index = ctf.index
     missing = (table["_merge"] == "left_only").to_numpy()

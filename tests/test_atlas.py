@@ -33,6 +33,19 @@ def test_round_trip_through_files(tmp_path, aldolase, suffix):
     assert [p for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 
+def test_saved_hole_table_reads_with_plain_pandas_and_names_its_unit(tmp_path, tiny_atlas):
+    from dataclasses import replace
+
+    path = replace(tiny_atlas, position_unit="um").save(tmp_path / "holes.csv")
+    frame = pd.read_csv(path)                                      # no comment line to skip
+    assert list(frame.columns[:6]) == ["hole", "tile", "square", "patch", "x_um", "y_um"]
+    assert frame["x_um"].tolist() == tiny_atlas.x.tolist()
+    assert Atlas.load(path).position_unit == "um"
+    old = tmp_path / "old.csv"                                     # the 0.1.0 layout still loads
+    old.write_text("# position_unit=px\n" + tiny_atlas.to_frame().to_csv(index=False))
+    assert Atlas.load(old).position_unit == "px" and len(Atlas.load(old)) == 8
+
+
 def test_round_trip_through_frame_keeps_units(tiny_atlas):
     from dataclasses import replace
 

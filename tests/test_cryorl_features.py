@@ -74,5 +74,8 @@ def test_category_variant_matches_reference(tiny_atlas):
     probs = np.array([0.9, 0.8, 0.2, 0.55, 0.1, 0.95, 0.7, 0.3])
     atlas = tiny_atlas.with_predictions(predicted_good=probs)
     check_rollout(atlas, steps=7)
-    with pytest.raises(ValueError, match="classifier probabilities only; use feature_set='cryorl'"):
-        CryoEMEnv(atlas)
+    obs, _ = CryoEMEnv(atlas).reset(options={"start": 0})          # the compact observation reads them too
+    assert obs["predicted_good"] == pytest.approx(probs)
+    equivalent = obs["predicted_ctf"]                               # 6 Å - 2 Å · logit(p): p = 0.5 sits on 6 Å
+    assert equivalent[3] == pytest.approx(6.0 - 2.0 * np.log(0.55 / 0.45), abs=1e-5)
+    assert ((equivalent <= 6.0) == (probs >= 0.5)).all()

@@ -20,8 +20,8 @@ def test_real_training_split(aldolase):
     # hierarchy parsed from the names
     i = aldolase.index("21mar02c_grid1c_00019gr_00023sq_v01_00006hl_v01_00005en-a")
     assert aldolase.tile_names[aldolase.tile[i]] == "21mar02c_grid1c_00019gr"
-    assert aldolase.square_names[aldolase.square[i]] == "21mar02c_grid1c_00019gr_00023sq_v01"
-    assert aldolase.patch_names[aldolase.patch[i]] == "21mar02c_grid1c_00019gr_00023sq_v01_00006hl_v01"
+    assert aldolase.square_names[aldolase.square[i]] == "21mar02c_grid1c_00019gr_00023sq"
+    assert aldolase.patch_names[aldolase.patch[i]] == "21mar02c_grid1c_00019gr_00023sq_v01_00006hl"
     assert aldolase.true_ctf[i] == pytest.approx(12.920361)
     assert aldolase.predicted_ctf[i] == pytest.approx(14.48)
     # holes are grouped: each patch's holes are contiguous, patches sorted by name
@@ -61,7 +61,7 @@ def _first_fields(path: Path) -> list[str]:
     (9, lambda f: ",".join(f[:1] + [""] + f[2:]), r":9: missing value for column 'x'"),
     (4, lambda f: ",".join(["21mar02c_grid1c_garbage"] + f[1:]), r":4: hole name '21mar02c_grid1c_garbage' does "
                                                                   "not parse as a Leginon exposure name"),
-    (3, lambda f: ",".join(f[:3] + ["-2"] + f[4:]), r":3: CTFMaxRes -2.0 Å is negative"),
+    (3, lambda f: ",".join(f[:3] + ["-2"] + f[4:]), r":3: CTFMaxRes -2 Å is not a positive resolution"),
 ])
 def test_malformed_ctf_rows_are_named(split, line, mutate, message):
     path = split / CTF

@@ -1,7 +1,9 @@
 """Non-learned policies. Each rule is vectorized over holes and patches (``np.bincount``), O(holes) per step.
 
 Notation: *predicted good* means predicted CTFMaxRes ≤ threshold; a *move's cost* is the environment's switch cost
-(minutes) from the current hole.
+(minutes) from the current hole. With classifier predictions (probability of CTFMaxRes < 6 Å) every rule reads
+the CTFMaxRes-equivalent of the probability (:func:`cryorl.quality.predicted_quality`: predicted good ⇔ p ≥ 0.5
+at the 6 Å threshold).
 
 - ``random``: uniform over valid holes.
 - ``predict-rank``: the unvisited hole with the lowest predicted CTFMaxRes; ties go to the cheapest move, then the
@@ -19,6 +21,7 @@ Notation: *predicted good* means predicted CTFMaxRes ≤ threshold; a *move's co
 - ``oracle``: greedy-local on the *true* CTFMaxRes — a reference, not deployable.
 - ``human-trace``: holes in a recorded order (e.g. the session's ``timestamps.csv``), skipping holes absent from
   the grid or already exposed; it starts at the trace's first hole; when the trace is used up, ``predict-rank``.
+  A trace with fewer than two holes on the grid is refused (it would be predict-rank under a human's name).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import numpy as np
 from cryorl.agents.base import Policy
 from cryorl.atlas import MAX_FEATURE_CTF
 from cryorl.human import HumanTrace, load_human_trace
+from cryorl.quality import predicted_quality
 
 __all__ = ["RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy", "OraclePolicy",
            "HumanTracePolicy", "BASELINES"]
@@ -46,8 +50,7 @@ class _GridPolicy(Policy):
         self.n_patches = atlas.n_patches
         self.costs = env.costs.as_array()
         self.threshold = env.threshold
-        self.predicted = np.minimum(atlas.predicted_ctf, MAX_FEATURE_CTF) if atlas.has_ctf_predictions else \
-            MAX_FEATURE_CTF * (1.0 - atlas.predicted_good)      # a CTF-like score from classifier probabilities
+        self.predicted = predicted_quality(atlas)     # Å, or the equivalent of classifier probabilities
 
     def move_costs(self) -> np.ndarray:
         """Minutes to move from the current hole to every hole."""
@@ -162,6 +165,9 @@ class HumanTracePolicy(_GridPolicy):
     def reset(self, env) -> None:
         super().reset(env)
         self.order = self.trace.on(env.atlas)["hole"].to_numpy()
+        if len(self.order) < 2:
+            raise ValueError(f"human trace {self.trace.name!r} has {len(self.order)} of its {len(self.trace)} holes "
+                             f"on this grid ({env.atlas.source or 'the grid'}): there is no human path to replay")
         self.cursor = 0
 
     def start_hole(self, env) -> int | None:
