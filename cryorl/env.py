@@ -18,6 +18,18 @@ __all__ = ["CryoEMEnv", "CRYORL_SWITCH_REWARDS"]
 
 CRYORL_SWITCH_REWARDS = (1.0, 0.9, 0.61, 0.5)
 """Reward of a good exposure reached by a hole / patch / square / tile switch (the CryoRL 2023 paper)."""
+ENV_DEFAULTS = {"costs": "cryorl-2023", "budget": 480.0, "threshold": 6.0, "feature_set": "compact"}
+"""Settings used where neither an argument nor a preset gives one."""
+
+
+def _positive(value, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, not {value!r}") from None
+    if not (np.isfinite(number) and number > 0):
+        raise ValueError(f"{what} must be a positive, finite number, not {value!r}")
+    return number
 
 
 class CryoEMEnv(gym.Env):
@@ -35,9 +47,11 @@ class CryoEMEnv(gym.Env):
 
     ## Action Space
     ``Discrete(max_holes)``: the index of the next hole in the atlas's hole order (``atlas.names``). Only unvisited,
-    real holes are valid: see ``action_masks()``, ``info["action_mask"]`` and ``observation["action_mask"]``. An
-    invalid action raises ``ValueError`` (``invalid_action="raise"``) or, with ``invalid_action="penalize"``,
-    earns ``invalid_action_penalty``, costs one hole-switch of time and changes nothing else.
+    real holes are valid: see ``action_masks()``, ``info["action_mask"]`` and ``observation["action_mask"]``. Any
+    action in the action space is accepted, as Gymnasium promises: by default (``invalid_action="penalize"``) an
+    invalid one (an exposed hole, a padded row) earns ``invalid_action_penalty`` (-1), costs one hole switch of time
+    and changes nothing else, so plain Stable-Baselines3 agents train on the environment unchanged.
+    ``invalid_action="raise"`` raises ``ValueError`` instead, for debugging a policy that should never do that.
 
     ## Observation Space
     A ``Dict`` of per-hole arrays padded to ``max_holes`` rows (padded rows are never valid actions); see
@@ -56,6 +70,7 @@ class CryoEMEnv(gym.Env):
     ## Episode End
     ``terminated`` once elapsed minutes are strictly greater than ``budget`` (the step that crosses the budget
     still earns its reward), or when every hole is visited. ``truncated`` is never set by the environment.
+    ``step()`` after the end raises ``RuntimeError``: call ``reset()``.
 
     ## Information
     ``elapsed`` (minutes), ``good_exposures``, ``exposures`` (holes exposed after the start hole),
@@ -63,10 +78,15 @@ class CryoEMEnv(gym.Env):
     hole just exposed, and ``action_mask``.
 
     ## Arguments
-    ``atlas``, ``preset``, ``costs`` (preset name, mapping or 4 minutes), ``budget`` (minutes), ``threshold`` (Å),
-    ``feature_set``, ``max_holes`` (padding; default the grid's hole count), ``switch_rewards``, ``grid`` (a
-    :class:`~cryorl.synth.GridSpec` or mapping of its fields for simulated grids), ``grid_seed`` (fix the simulated
-    grid), ``resample_grid`` (draw a new simulated grid on every reset, seeded or not: for training), ``invalid_action``, ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``),
+    ``atlas`` (a grid of at least 2 holes), ``preset`` (its settings apply where an argument is left at None),
+    ``costs`` (preset name, mapping or 4 minutes; default ``"cryorl-2023"``), ``budget`` (minutes, default 480),
+    ``threshold`` (Å, default 6), ``feature_set`` (default ``"compact"``), ``max_holes`` (an integer, the padding;
+    default the grid's hole count), ``switch_rewards``, ``grid`` (a :class:`~cryorl.synth.GridSpec` or mapping of
+    its fields for simulated grids; ``{"n_holes": N}`` alone scales the real session's shape), ``grid_seed`` (fix
+    the simulated grid; not with ``atlas``), ``resample_grid`` (draw a new simulated grid on every reset, seeded or
+    not: for training), ``invalid_action`` (``"penalize"``, the default, or ``"raise"``),
+    ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``; ``render()`` needs a ``reset()``
+    first),
     ``perception`` (a :class:`~cryorl.perception.predictor.HoleQualityPredictor` or a saved one's folder: the
     predicted CTFMaxRes comes from it, run on hole crops — rendered from the sample model for simulated grids, or
     ``crops`` (N, H, W), one per hole of a given ``atlas``).
@@ -78,37 +98,44 @@ class CryoEMEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
 
     def __init__(self, atlas: Atlas | None = None, *, preset: str | os.PathLike | None = None,
-                 costs: str | CollectionCosts | dict | tuple | list = "cryorl-2023", budget: float = 480.0,
-                 threshold: float = 6.0, feature_set: str = "compact", max_holes: int | None = None,
+                 costs: str | CollectionCosts | dict | tuple | list | None = None, budget: float | None = None,
+                 threshold: float | None = None, feature_set: str | None = None, max_holes: int | None = None,
                  switch_rewards: tuple[float, float, float, float] = CRYORL_SWITCH_REWARDS,
                  grid: GridSpec | dict | None = None, grid_seed: int | None = None, resample_grid: bool = False,
-                 invalid_action: Literal["raise", "penalize"] = "raise", invalid_action_penalty: float = -1.0,
+                 invalid_action: Literal["raise", "penalize"] = "penalize", invalid_action_penalty: float = -1.0,
                  render_mode: str | None = None, perception=None, crops: np.ndarray | None = None) -> None:
+        settings = dict(costs=costs, budget=budget, threshold=threshold, feature_set=feature_set,
+                        max_holes=max_holes, grid=grid, grid_seed=grid_seed)
         if preset is not None:
             from cryorl.presets import load_preset
 
-            settings = load_preset(preset)
-            atlas = settings.pop("atlas", atlas)
-            given = dict(costs=costs, budget=budget, threshold=threshold, feature_set=feature_set,
-                         max_holes=max_holes, grid=grid, grid_seed=grid_seed)
-            defaults = dict(costs="cryorl-2023", budget=480.0, threshold=6.0, feature_set="compact",
-                            max_holes=None, grid=None, grid_seed=None)
-            # explicit keyword arguments win over the preset
-            merged = {k: (given[k] if given[k] != defaults[k] else settings.get(k, defaults[k])) for k in given}
-            costs, budget, threshold, feature_set = (merged[k] for k in ("costs", "budget", "threshold",
-                                                                         "feature_set"))
-            max_holes, grid, grid_seed = merged["max_holes"], merged["grid"], merged["grid_seed"]
+            loaded = load_preset(preset)
+            atlas = loaded.pop("atlas", atlas)
+            # explicit keyword arguments (anything not None) win over the preset
+            settings = {k: v if v is not None else loaded.get(k) for k, v in settings.items()}
+        settings = {k: v if v is not None else ENV_DEFAULTS.get(k) for k, v in settings.items()}
+        costs, budget, threshold = settings["costs"], settings["budget"], settings["threshold"]
+        feature_set, max_holes, grid, grid_seed = (settings[k] for k in ("feature_set", "max_holes", "grid",
+                                                                          "grid_seed"))
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, not {render_mode!r}")
         if invalid_action not in ("raise", "penalize"):
             raise ValueError(f"invalid_action must be 'raise' or 'penalize', not {invalid_action!r}")
-        if not budget > 0:
-            raise ValueError(f"budget must be a positive number of minutes, not {budget}")
+        budget, threshold = _positive(budget, "budget (minutes)"), _positive(threshold, "threshold (Å)")
         if len(switch_rewards) != 4:
             raise ValueError(f"switch_rewards needs 4 values (hole, patch, square, tile), got {switch_rewards}")
+        if not np.all(np.isfinite(np.asarray(switch_rewards, dtype=np.float64))):
+            raise ValueError(f"switch_rewards must be finite numbers, got {switch_rewards}")
+        if not np.isfinite(invalid_action_penalty):
+            raise ValueError(f"invalid_action_penalty must be a finite number, not {invalid_action_penalty}")
+        if max_holes is not None and (isinstance(max_holes, (bool, np.bool_))
+                                      or not isinstance(max_holes, (int, np.integer))):
+            raise ValueError(f"max_holes must be an integer number of holes, not {max_holes!r}")
+        if atlas is not None and (grid is not None or grid_seed is not None):
+            raise ValueError("pass either atlas= (a given grid) or grid=/grid_seed= (a simulated grid), not both")
         self.costs = get_costs(costs)
-        self.budget = float(budget)
-        self.threshold = float(threshold)
+        self.budget = budget
+        self.threshold = threshold
         self.feature_set_name = feature_set
         self.switch_rewards = np.asarray(switch_rewards, dtype=np.float64)
         self.invalid_action = invalid_action
@@ -124,11 +151,8 @@ class CryoEMEnv(gym.Env):
             perception = HoleQualityPredictor.load(perception)
         self.perception = perception
         if atlas is None:
-            spec = grid if isinstance(grid, GridSpec) else replace(GridSpec(), **(grid or {}))
-            self.grid_spec = spec
+            self.grid_spec = grid if isinstance(grid, GridSpec) else GridSpec.from_mapping(grid or {})
             atlas = self._simulate(grid_seed if grid_seed is not None else 0)
-        elif grid is not None:
-            raise ValueError("pass either atlas= (a given grid) or grid= (a simulated grid's spec), not both")
         elif perception is not None:
             if crops is None or len(crops) != len(atlas):
                 raise ValueError(f"perception on a given atlas needs crops=, one image per hole ({len(atlas)}), "
@@ -143,6 +167,7 @@ class CryoEMEnv(gym.Env):
             raise ValueError("resample_grid needs a simulated grid without grid_seed")
         self._needs_grid = self.grid_spec is not None and grid_seed is None
         self._current = -1
+        self._done = False
         self._budget = self.budget
 
     # ---------------------------------------------------------------------------------------------- atlas
@@ -159,6 +184,9 @@ class CryoEMEnv(gym.Env):
         return atlas.with_predictions(self.perception.predict(crops_for_table(table, rng)))
 
     def _set_atlas(self, atlas: Atlas) -> None:
+        if len(atlas) < 2:
+            where = atlas.source or "this atlas"
+            raise ValueError(f"a grid needs at least 2 holes (a start and one to expose); {where} has {len(atlas)}")
         if len(atlas) > self.max_holes:
             raise ValueError(f"the grid has {len(atlas)} holes but max_holes is {self.max_holes}; raise max_holes")
         self.atlas = atlas
@@ -180,9 +208,7 @@ class CryoEMEnv(gym.Env):
         unknown = set(options) - {"start", "budget"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; known: 'start' (hole), 'budget' (minutes)")
-        self._budget = float(options.get("budget", self.budget))
-        if not self._budget > 0:
-            raise ValueError(f"budget must be a positive number of minutes, not {self._budget}")
+        self._budget = _positive(options.get("budget", self.budget), "budget (minutes)")
         if "start" in options:
             start = options["start"]
             if isinstance(start, str):
@@ -197,6 +223,7 @@ class CryoEMEnv(gym.Env):
         self._good_count = 0
         self._exposures = 0
         self._path = [start]
+        self._done = False
         self._features.reset(self._visited, start)
         info = self._info(-1, start)
         return self._observe(), info
@@ -204,10 +231,13 @@ class CryoEMEnv(gym.Env):
     def step(self, action):
         if self._current < 0:
             raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError(f"the episode has ended ({self._elapsed:g} of {self._budget:g} minutes spent, "
+                               f"{self._exposures} exposures); call reset() to start another")
         hole = self._as_hole(action)
         if hole is None:
             self._elapsed += self._cost_by_level[0]
-            terminated = bool(self._elapsed > self._budget)
+            self._done = terminated = bool(self._elapsed > self._budget)
             return self._observe(), self.invalid_action_penalty, terminated, False, self._info(-1, self._current)
         src = self._current
         level = 0 if self._patch[src] == self._patch[hole] else 1 if self._square[src] == self._square[hole] \
@@ -221,7 +251,7 @@ class CryoEMEnv(gym.Env):
         self._current = hole
         self._path.append(hole)
         self._features.update(self._visited, src, hole)
-        terminated = bool(self._elapsed > self._budget or self._exposures + 1 >= self._n)
+        self._done = terminated = bool(self._elapsed > self._budget or self._exposures + 1 >= self._n)
         return self._observe(), reward, terminated, False, self._info(level, hole)
 
     def action_masks(self) -> np.ndarray:
@@ -234,6 +264,8 @@ class CryoEMEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'ansi'")
             return None
+        if self._current < 0:
+            raise RuntimeError("call reset() before render(): there is no episode to draw yet")
         if self.render_mode == "ansi":
             return render_ansi(self.atlas, self._visited, self._current, self._elapsed, self._budget,
                                self._good_count, self.threshold)

@@ -52,6 +52,10 @@ class GridSpec:
     prediction_shrinkage: float = 0.75       # regression to the mean of a trained regressor
 
     def __post_init__(self) -> None:
+        for key in ("n_holes", "n_patches", "n_squares", "n_tiles", "min_holes_per_patch", "max_holes_per_patch"):
+            value = getattr(self, key)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, not {value!r}")
         if not 1 <= self.n_tiles <= self.n_squares <= self.n_patches:
             raise ValueError(f"need 1 ≤ tiles ({self.n_tiles}) ≤ squares ({self.n_squares}) ≤ patches "
                              f"({self.n_patches})")
@@ -59,6 +63,19 @@ class GridSpec:
         if not lo <= self.n_holes <= hi:
             raise ValueError(f"{self.n_holes} holes cannot fill {self.n_patches} patches of "
                              f"{self.min_holes_per_patch}-{self.max_holes_per_patch} holes ({lo}-{hi})")
+
+    @classmethod
+    def from_mapping(cls, fields: dict) -> "GridSpec":
+        """A spec from a mapping of its fields (a preset's or config's ``grid``). A hole count without patch, square
+        and tile counts scales the real session's shape (:meth:`with_holes`); unknown keys are errors."""
+        fields = dict(fields or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(fields) - known
+        if unknown:
+            raise ValueError(f"unknown grid settings {sorted(unknown)}; known: {sorted(known)}")
+        if "n_holes" in fields and not {"n_patches", "n_squares", "n_tiles"} & set(fields):
+            return cls.with_holes(fields.pop("n_holes"), **fields)
+        return cls(**fields)
 
     @classmethod
     def with_holes(cls, n_holes: int, **overrides) -> "GridSpec":
