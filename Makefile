@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 # The main job: every agent (shipped DQN and PPO included), the oracle and simulated operators on the built-in grid.
 demo: $(STAMP)
-	$(VENV)/bin/cryorl benchmark --episodes 20 --out demo_output
+	$(VENV)/bin/cryorl benchmark --episodes 20 --out demo_output --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
@@ -33,9 +33,15 @@ bench: $(STAMP)
 reports: $(STAMP)
 	$(PY) benchmarks/human_traces.py
 
+# Pins only what cryorl names itself (setup.cfg, extras included) at the tested versions, torch among them:
+# pinning every transitive package would block companion tools (rl-zoo3 needs python-dateutil < 3, for one).
 constraints: $(STAMP)
-	( echo "# Versions cryorl is tested with (pip install -c constraints.txt ...). Regenerate with \`make constraints\`."; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v '^cryorl' ) > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
+	$(PY) -c 'import importlib.metadata as m, re; \
+	key = lambda n: re.sub(r"[-_.]+", "-", n).lower(); \
+	named = {key(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in m.requires("cryorl")}; \
+	pins = sorted({d.metadata["Name"]: d.version.split("+")[0] for d in m.distributions() if key(d.metadata["Name"]) in named}.items(), key=lambda p: key(p[0])); \
+	print("# Versions cryorl is tested with (pip install -c constraints.txt ...). Regenerate with `make constraints`."); \
+	print("\n".join(f"{n}=={v}" for n, v in pins))' > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

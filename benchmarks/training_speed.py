@@ -18,7 +18,7 @@ import torch
 
 from cryorl.agents.training import load_config, train
 
-HYPERPARAMS = Path(__file__).resolve().parents[1] / "agents" / "hyperparams"
+from cryorl.resources import HYPERPARAMS_DIR as HYPERPARAMS
 
 
 def throughput(algo: str, timesteps: int) -> dict:

@@ -1,4 +1,5 @@
-"""Environment presets: YAML files in ``envs/`` naming a grid and the collection settings.
+"""Environment presets: YAML files in ``envs/`` (shipped in the package, :mod:`cryorl.resources`) naming a grid and
+the collection settings.
 
 A preset has optional keys ``description``, ``grid`` (simulator settings: ``GridSpec`` fields), ``grid_seed``,
 ``data`` (``{dir, split, era, predictions, missing_prediction}`` for a CryoRL-format folder, or ``{table: path}``
@@ -14,9 +15,10 @@ from typing import Any
 
 import yaml
 
+from cryorl.resources import PRESET_DIR
+
 __all__ = ["PRESET_DIR", "list_presets", "preset_path", "load_preset"]
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "envs"
 KNOWN_KEYS = {"description", "grid", "grid_seed", "data", "costs", "budget", "threshold", "feature_set",
               "max_holes"}
 

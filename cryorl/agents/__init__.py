@@ -8,17 +8,17 @@ from cryorl.agents.base import Policy
 from cryorl.agents.baselines import (BASELINES, GreedyLocalPolicy, HumanTracePolicy, OraclePolicy,
                                      PredictRankPolicy, RandomPolicy, SnowballPolicy)
 from cryorl.agents.evaluation import Evaluation, evaluate, evaluate_policy, summarize
+from cryorl.resources import PRETRAINED_DIR
 
 __all__ = ["Policy", "BASELINES", "RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy",
            "OraclePolicy", "HumanTracePolicy", "evaluate", "Evaluation", "evaluate_policy", "summarize", "make_policy", "AGENT_NAMES"]
 
 AGENT_NAMES = tuple(BASELINES) + ("dqn", "ppo")
-PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "agents" / "pretrained"
 
 
 def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
     """A policy by name — a baseline (random, predict-rank, greedy-local, snowball, oracle) or a shipped learned
-    policy (dqn, ppo: ``agents/pretrained/``) — or the path of a saved policy folder, or ``human-trace:PATH``
+    policy (dqn, ppo: shipped in the package, ``agents/pretrained/`` in a checkout) — or the path of a saved policy folder, or ``human-trace:PATH``
     (a timestamps.csv or a file of hole names, one per line)."""
     from cryorl.agents.learned import LearnedPolicy
 
@@ -29,7 +29,7 @@ def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
     if text in ("dqn", "ppo"):
         folder = PRETRAINED_DIR / text
         if not folder.exists():
-            raise ValueError(f"no shipped {text} policy at {folder}; train one with agents/train.py --algo {text}")
+            raise ValueError(f"no shipped {text} policy at {folder}; train one with `cryorl train --algo {text}`")
         return LearnedPolicy.load(folder, name=text)
     if Path(text).is_dir():
         return LearnedPolicy.load(text)
