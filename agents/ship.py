@@ -1,4 +1,4 @@
-"""Ship a trained policy: copy it into agents/pretrained/NAME/ and write its model card.
+"""Ship a trained policy: copy it into agents/pretrained/NAME/ (cryorl/resources/pretrained) and write its card.
 
     python benchmarks/agents.py --agents runs/dqn-seed0/best greedy-local snowball oracle --out bench/dqn
     python agents/ship.py --run runs/dqn-seed0 --name dqn --summary bench/dqn/summary.csv
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +18,8 @@ import pandas as pd
 from cryorl.agents.learned import LearnedPolicy
 from cryorl.fileio import atomic_write_text
 from cryorl.markdown import markdown_table
-
-HERE = Path(__file__).resolve().parent
+from cryorl.outputs import output_folder
+from cryorl.resources import PRETRAINED_DIR
 
 
 def card(name: str, run: dict, policy: LearnedPolicy, summary: pd.DataFrame, agent_label: str, command: str,
@@ -73,6 +73,8 @@ def main() -> None:
                                               "oracle random --episodes 50")
     args = parser.parse_args()
 
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name) or args.name in (".", ".."):
+        raise SystemExit(f"--name must be a plain policy name (letters, digits, '-', '_', '.'), not {args.name!r}")
     source = args.run / args.policy
     policy = LearnedPolicy.load(source, name=args.name)
     run = json.loads((args.run / "run.json").read_text())
@@ -81,13 +83,12 @@ def main() -> None:
                                                              "oracle")]
     if len(labels) != 1:
         raise SystemExit(f"{args.summary}: expected one learned agent beside the baselines, found {labels}")
-    target = HERE / "pretrained" / args.name
-    if target.exists():
-        shutil.rmtree(target)
-    policy.save(target)
+    target = PRETRAINED_DIR / args.name
     history = pd.read_csv(args.run / "eval.csv") if (args.run / "eval.csv").exists() else None
     text = card(args.name, run, policy, summary, labels[0], args.command.replace("NAME", args.name), history)
-    atomic_write_text(target / "MODEL_CARD.md", text)
+    with output_folder(target, overwrite=True, what="shipped policy") as folder:     # replaced as a whole
+        policy.save(folder)
+        atomic_write_text(folder / "MODEL_CARD.md", text)
     print(f"shipped {target}")
 
 

@@ -32,7 +32,7 @@ def _path(path: Path) -> str:
 
 
 def commands(args) -> dict[str, list[str]]:
-    common = ["--episodes", str(args.episodes), "--seed", "0", "--no-steps"]
+    common = ["--episodes", str(args.episodes), "--seed", "0", "--no-steps", "--overwrite"]
     out = {"simulated": ["benchmark", "--out", _path(REPORTS / "simulated"), *common]}
     if args.data.exists():
         out["aldolase-train"] = ["benchmark", "--data", _path(args.data), "--split", "train",

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cryorl.agents import Policy, evaluate_policy, make_policy, summarize
+from cryorl.agents.evaluation import check_budgets
 from cryorl.agents.baselines import HumanTracePolicy
 from cryorl.atlas import Atlas
 from cryorl.costs import CollectionCosts, get_costs
@@ -92,7 +93,8 @@ def _compare(summary: pd.DataFrame, steps: pd.DataFrame, agents: list[str], huma
             oracle = good.get(("oracle", budget), np.nan)
             rows.append({"agent": agent, "budget": budget, "good_mean": value,
                          "share_of_oracle": value / oracle if oracle else np.nan,
-                         "human_percentile": percentile_rank(value, human_values) if humans else np.nan,
+                         # a percentile among fewer than two traces says only "above" or "below"
+                         "human_percentile": percentile_rank(value, human_values) if len(humans) >= 2 else np.nan,
                          "human_median": float(np.median(human_values)) if humans else np.nan})
             episodes = [k for k in holes if k[0] == agent and k[1] == budget]
             for human in humans:
@@ -117,10 +119,22 @@ def run_benchmark(atlas: Atlas | None = None, *, agents: Sequence[str | Policy] 
         CryoEMEnv(costs=costs, threshold=threshold, grid_seed=grid_seed)
     env.reset(seed=seed)
     atlas = env.atlas
-    budgets = [float(b) for b in budgets]
+    budgets = check_budgets(budgets)
     policies = [a if isinstance(a, Policy) else make_policy(a, seed=seed) for a in agents]
-    if not any(p.name == "oracle" for p in policies):
+    names = [p.name for p in policies]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"agent {repeated[0]!r} is listed twice; each agent is evaluated once")
+    if "oracle" not in names:
         policies.append(make_policy("oracle"))
+    humans = [trace.name for trace in traces]
+    if len(set(humans)) != len(humans):
+        raise ValueError(f"human traces need distinct names, got {humans}")
+    for trace in traces:
+        if len(trace.on(atlas)) < 2:
+            raise ValueError(f"human trace {trace.name!r} ({trace.source or len(trace)} holes) has "
+                             f"{len(trace.on(atlas))} of its holes on this grid ({atlas.source or 'the grid'}): "
+                             "nothing to compare; is it a trace of another session?")
     frames, decision_ms = [], {}
     bar = tqdm(policies, desc="agents", unit="agent", disable=not progress)
     for policy in bar:
@@ -128,9 +142,6 @@ def run_benchmark(atlas: Atlas | None = None, *, agents: Sequence[str | Policy] 
         steps = evaluate_policy(policy, env, episodes=episodes, seed=seed, budgets=budgets, progress=progress)
         decision_ms.update(steps.attrs["decision_ms"])
         frames.append(steps)
-    humans = [trace.name for trace in traces]
-    if len(set(humans)) != len(humans):
-        raise ValueError(f"human traces need distinct names, got {humans}")
     frames += _trace_replays(traces, env, budgets, seed)
     steps = pd.concat(frames, ignore_index=True)
     summary = summarize(steps, decision_ms)

@@ -2,10 +2,36 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
 __all__ = ["main"]
+
+
+def _budgets(values: list[float]) -> list[float]:
+    """Budgets in minutes: positive, finite, each once."""
+    for value in values:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--budgets: {value:g} is not a positive number of minutes")
+    _once(values, "--budgets")
+    return values
+
+
+def _once(values: list, option: str) -> None:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{option} lists {value if isinstance(value, str) else format(value, 'g')} twice; "
+                             "each would be counted again")
+        seen.add(value)
+
+
+def _episodes(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"--episodes must be at least 1, not {value}")
+    return value
 
 
 def _data_download(args: argparse.Namespace) -> int:
@@ -35,30 +61,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    torch.set_num_threads(args.threads)
     from cryorl.agents import evaluate_policy, make_policy, summarize
     from cryorl.env import CryoEMEnv
-    from cryorl.fileio import atomic_path
+    from cryorl.outputs import output_folder
 
+    _once(args.agent, "--agent")
+    budgets, episodes = _budgets(args.budgets), _episodes(args.episodes)
+    torch.set_num_threads(args.threads)
     env_kwargs = dict(costs=args.costs, threshold=args.threshold)
     if args.data is not None:
         from cryorl.loaders import load_cryorl_dataset
 
-        env = CryoEMEnv(load_cryorl_dataset(args.data, args.split), **env_kwargs)
+        env = CryoEMEnv(load_cryorl_dataset(args.data, args.split, era=args.era), **env_kwargs)
     else:
         env = CryoEMEnv(grid_seed=args.grid_seed, **env_kwargs)
-    frames, decision_ms = [], {}
-    for agent in args.agent:
-        trajectories = evaluate_policy(make_policy(agent, seed=args.seed), env, episodes=args.episodes,
-                                       seed=args.seed, budgets=args.budgets, progress=not args.quiet)
-        decision_ms.update(trajectories.attrs["decision_ms"])
-        frames.append(trajectories)
-    trajectories = pd.concat(frames, ignore_index=True)
-    summary = summarize(trajectories, decision_ms)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, frame in (("summary.csv", summary), ("trajectories.csv", trajectories)):
-        with atomic_path(args.out / name) as tmp:
-            frame.to_csv(tmp, index=False)
+    policies = [make_policy(agent, seed=args.seed) for agent in args.agent]
+    _once([p.name for p in policies], "--agent (policy names)")
+    with output_folder(args.out, overwrite=args.overwrite, what="evaluation") as out:
+        frames, decision_ms = [], {}
+        for policy in policies:
+            trajectories = evaluate_policy(policy, env, episodes=episodes, seed=args.seed, budgets=budgets,
+                                           progress=not args.quiet)
+            decision_ms.update(trajectories.attrs["decision_ms"])
+            frames.append(trajectories)
+        trajectories = pd.concat(frames, ignore_index=True)
+        summary = summarize(trajectories, decision_ms)
+        summary.to_csv(out / "summary.csv", index=False)
+        trajectories.to_csv(out / "trajectories.csv", index=False)
     columns = ["agent", "budget", "episodes", "good_mean", "good_std", "exposures_mean", "reward_mean"]
     print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {args.out / 'summary.csv'} and {args.out / 'trajectories.csv'}")
@@ -70,13 +99,16 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     import torch
 
-    torch.set_num_threads(args.threads)
+    from cryorl.agents import make_policy
     from cryorl.benchmark import run_benchmark
-    from cryorl.env import CryoEMEnv
     from cryorl.human import load_human_trace, simulate_operator
     from cryorl.markdown import markdown_table
+    from cryorl.outputs import output_folder
     from cryorl.report import write_report
 
+    _once(args.agents, "--agents")
+    budgets, episodes = _budgets(args.budgets), _episodes(args.episodes)
+    torch.set_num_threads(args.threads)
     traces = [load_human_trace(path) for path in args.trace]
     if args.data is not None:
         from cryorl.loaders import dataset_files, load_cryorl_dataset
@@ -87,26 +119,31 @@ def _benchmark(args: argparse.Namespace) -> int:
         if not args.trace and session is not None and session.exists():
             traces.append(load_human_trace(session, name="human operator"))
     else:
-        atlas = CryoEMEnv(grid_seed=args.grid_seed).atlas
+        from cryorl.synth import simulate_atlas
+
+        atlas = simulate_atlas(args.grid_seed)
         grid = f"built-in simulated grid (seed {args.grid_seed})"
     operators = args.operators if args.operators is not None else (0 if traces else 10)
     traces += [simulate_operator(atlas, seed, costs=args.operator_costs, threshold=args.threshold,
                                  name=f"simulated operator {seed}") for seed in range(operators)]
+    policies = [make_policy(agent, seed=args.seed) for agent in args.agents]
     command = "cryorl " + " ".join(shlex.quote(a) for a in args.argv)
-    result = run_benchmark(atlas, agents=args.agents, traces=traces, budgets=args.budgets, episodes=args.episodes,
-                           seed=args.seed, costs=args.costs, threshold=args.threshold, grid=grid,
-                           published=args.published, progress=not args.quiet, command=command)
-    if operators:
-        result.notes.append(f"Human traces here are {operators} *simulated* operators "
-                            "(`cryorl.human.simulate_operator`, seeds 0-{operators - 1}; their own clock uses the "
-                            f"`{args.operator_costs}` costs with jitter and breaks), not recordings.")
-    report = write_report(result, args.out, steps=not args.no_steps)
+    with output_folder(args.out, overwrite=args.overwrite, what="report") as out:
+        result = run_benchmark(atlas, agents=policies, traces=traces, budgets=budgets, episodes=episodes,
+                               seed=args.seed, costs=args.costs, threshold=args.threshold, grid=grid,
+                               published=args.published, progress=not args.quiet, command=command)
+        if operators:
+            result.notes.append(f"Human traces here are {operators} *simulated* operators "
+                                f"(`cryorl.human.simulate_operator`, seeds 0-{operators - 1}; their own clock uses "
+                                f"the `{args.operator_costs}` costs with jitter and breaks), not recordings.")
+        write_report(result, out, steps=not args.no_steps)
     print(markdown_table(result.headline()))
-    print(f"report: {report}")
+    print(f"report: {args.out / 'report.md'}")
     return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from cryorl.outputs import output_folder
     from cryorl.presets import load_preset
     from cryorl.synth import GridSpec
     from cryorl.synth_session import simulate_session
@@ -114,18 +151,21 @@ def _simulate(args: argparse.Namespace) -> int:
     spec = GridSpec()
     if args.preset:
         grid = load_preset(args.preset).get("grid") or {}
-        spec = GridSpec.with_holes(grid["n_holes"]) if set(grid) == {"n_holes"} else GridSpec(**grid)
-    if args.holes:
-        spec = GridSpec.with_holes(args.holes)
-    out = simulate_session(args.out, args.seed, spec, crops=args.crops, split=args.split, progress=not args.quiet)
-    print(f"simulated session ({spec.n_holes} holes, seed {args.seed}) in {out}; "
-          f"load it with cryorl.load_cryorl_dataset({str(out)!r}, {args.split!r})")
+        spec = GridSpec.from_mapping(grid)
+    if args.holes is not None:
+        spec = GridSpec.from_mapping({"n_holes": args.holes})
+    with output_folder(args.out, overwrite=args.overwrite, what="simulated session") as out:
+        simulate_session(out, args.seed, spec, crops=args.crops, split=args.split, progress=not args.quiet)
+    print(f"simulated session ({spec.n_holes} holes, seed {args.seed}) in {args.out}; "
+          f"load it with cryorl.load_cryorl_dataset({str(args.out)!r}, {args.split!r})")
     return 0
 
 
 def _holes(args: argparse.Namespace) -> int:
     from cryorl.atlas_images import atlas_from_images
+    from cryorl.outputs import check_output_file
 
+    check_output_file(args.out, overwrite=args.overwrite)
     atlas, images = atlas_from_images(args.dir, args.ctf, args.predictions, hole_diameter_um=args.hole_diameter,
                                       hole_pitch_um=args.hole_pitch, progress=not args.quiet)
     atlas.save(args.out)
@@ -137,9 +177,13 @@ def _holes(args: argparse.Namespace) -> int:
 
 def _look(args: argparse.Namespace) -> int:
     from cryorl.look import look_at_session
+    from cryorl.outputs import output_folder
 
-    for path in look_at_session(args.dir, args.out, args.hole_diameter, args.hole_pitch):
-        print(path)
+    target = args.out if args.out is not None else args.dir / "look"
+    with output_folder(target, overwrite=args.overwrite, what="pictures") as out:
+        paths = look_at_session(args.dir, out, args.hole_diameter, args.hole_pitch)
+    for path in paths:
+        print(target / Path(path).relative_to(out))
     return 0
 
 
@@ -156,7 +200,17 @@ def _perception_data(args: argparse.Namespace, seeds: list[int] | None):
         if not tables:
             return names, crops, None
         ctf = read_ctf_csv(tables[0]).set_index("name")["ctf_max_res"]
-        return names, crops, ctf.reindex(names).to_numpy(np.float64)
+        values = ctf.reindex(names).to_numpy(np.float64)
+        labelled = np.isfinite(values)
+        if not labelled.all() and not getattr(args, "keep_unlabelled", False):
+            if not labelled.any():
+                raise ValueError(f"none of the {len(names)} crops in {args.data / 'crops'} has a row in "
+                                 f"{tables[0]}: nothing to train or evaluate on")
+            print(f"skipping {int((~labelled).sum())} of {len(names)} crops without a CTF row in {tables[0]}",
+                  file=sys.stderr)
+            names = [n for n, keep in zip(names, labelled) if keep]
+            crops, values = crops[labelled], values[labelled]
+        return names, crops, values
     from cryorl.perception.crops import simulated_crop_dataset
 
     crops, table = simulated_crop_dataset(seeds)
@@ -178,6 +232,10 @@ def _perception(args: argparse.Namespace) -> int:
     if args.perception_command == "train":
         import numpy as np
 
+        from cryorl.outputs import output_folder
+
+        with output_folder(args.out, overwrite=args.overwrite, what="predictor"):
+            pass                                     # refuse an occupied --out before the training, not after
         _, crops, ctf = _perception_data(args, args.grids)
         if args.data is not None:                     # hold out a fifth of the session's holes
             held = np.random.default_rng(args.seed).random(len(crops)) < 0.2
@@ -187,13 +245,19 @@ def _perception(args: argparse.Namespace) -> int:
         predictor = HoleQualityPredictor(args.backbone, target=args.target, input_size=args.input_size)
         history = predictor.fit(crops, ctf, validation=(val_crops, val_ctf), epochs=args.epochs,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet)
-        predictor.save(args.out, {"train": str(args.data or f"simulated grids {args.grids}"),
-                                  "validation": f"a fifth of {args.data}" if args.data else
-                                  f"simulated grids {args.val_grids}", "epochs": args.epochs,
-                                  "history": history.to_dict(orient="records")})
+        with output_folder(args.out, overwrite=args.overwrite, what="predictor") as out:
+            predictor.save(out, {"train": str(args.data or f"simulated grids {args.grids}"),
+                                 "validation": f"a fifth of {args.data}" if args.data else
+                                 f"simulated grids {args.val_grids}", "epochs": args.epochs,
+                                 "history": history.to_dict(orient="records")})
         print(history.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"predictor in {args.out}")
         return 0
+    if args.perception_command == "predict":
+        from cryorl.outputs import check_output_file
+
+        check_output_file(args.out, overwrite=args.overwrite)
+        args.keep_unlabelled = True                  # predictions are for every crop, measured or not
     predictor = HoleQualityPredictor.load(args.model)
     names, crops, ctf = _perception_data(args, args.grids)
     if args.perception_command == "evaluate":
@@ -210,11 +274,44 @@ def _perception(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from cryorl.agents.training import load_config, train
+    from cryorl.resources import HYPERPARAMS_DIR
+
+    torch.set_num_threads(args.threads)
+    config = load_config(args.config or HYPERPARAMS_DIR / f"{args.algo}.yml")
+    run_dir = args.run_dir or Path("runs") / f"{config['algo']}-seed{args.seed}"
+    policy = train(config, run_dir, seed=args.seed, timesteps=args.timesteps, progress_bar=not args.no_progress)
+    print(f"trained {policy.name}: {policy.metadata}; policy in {run_dir / 'policy'}, best in {run_dir / 'best'}")
+    return 0
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``cryorl train`` (shared with ``agents/train.py``)."""
+    parser.add_argument("--algo", choices=["dqn", "ppo"], default="dqn")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="hyper-parameter YAML (default: the shipped agents/hyperparams/ALGO.yml)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="run folder (default runs/ALGO-seedN); running again resumes an interrupted run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timesteps", type=int, default=None, help="override n_timesteps")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_train)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
 
+    from cryorl import __version__
+
     parser = argparse.ArgumentParser(prog="cryorl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cryorl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    overwrite = "replace an existing --out as a whole (without it, a folder or file that exists is refused)"
 
     data = commands.add_parser("data", help="download and inspect real data").add_subparsers(dest="data_command",
                                                                                              required=True)
@@ -240,13 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "folder, or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None, help="a CryoRL-format folder (default: simulated grid)")
     evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--era", choices=["2023", "2022"], default=None,
+                          help="2023: regressor predictions; 2022: classifier probabilities (default: detect)")
     evaluate.add_argument("--grid-seed", type=int, default=0, help="seed of the simulated grid (without --data)")
     evaluate.add_argument("--budgets", type=float, nargs="+", default=[120, 240, 480], help="minutes")
     evaluate.add_argument("--episodes", type=int, default=50)
     evaluate.add_argument("--seed", type=int, default=0, help="episode i starts from the hole of reset(seed + i)")
     evaluate.add_argument("--costs", default="cryorl-2023", help="cost preset (cryorl-2023, cryorl-2022, ...)")
     evaluate.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")
-    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for summary.csv and trajectories.csv")
+    evaluate.add_argument("--overwrite", action="store_true", help=overwrite)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.add_argument("--threads", type=int, default=1, help="torch threads for learned agents (1 is fastest)")
     evaluate.set_defaults(run=_evaluate)
@@ -261,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--split", default="all", help="split name in the CryoRL file names")
     simulate.add_argument("--crops", action="store_true", help="also write 150 x 150 hole crops per patch")
     simulate.add_argument("--quiet", action="store_true")
+    simulate.add_argument("--overwrite", action="store_true", help=overwrite)
     simulate.set_defaults(run=_simulate)
 
     holes = commands.add_parser("holes", help="find holes in a session's patch images and write the hole table")
@@ -271,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     holes.add_argument("--hole-pitch", type=float, default=2.0, help="µm centre to centre (R1/1: 2.0)")
     holes.add_argument("--out", type=Path, required=True, help="hole table (.csv or .parquet)")
     holes.add_argument("--quiet", action="store_true")
+    holes.add_argument("--overwrite", action="store_true", help=overwrite)
     holes.set_defaults(run=_holes)
 
     look = commands.add_parser("look", help="render a session's atlas, a square with found holes, hole crops")
@@ -278,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--out", type=Path, default=None, help="default DIR/look")
     look.add_argument("--hole-diameter", type=float, default=1.0)
     look.add_argument("--hole-pitch", type=float, default=2.0)
+    look.add_argument("--overwrite", action="store_true", help=overwrite)
     look.set_defaults(run=_look)
 
     perception = commands.add_parser("perception", help="hole-quality models: list, train, evaluate, predict")
@@ -293,12 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--overwrite", action="store_true", help=overwrite)
     evaluate_p = sub.add_parser("evaluate", help="MAE, correlation and accuracy at the threshold")
     evaluate_p.add_argument("--model", type=Path, required=True)
     evaluate_p.add_argument("--threshold", type=float, default=6.0)
     predict = sub.add_parser("predict", help="write a CryoRL predictions file for a session's crops")
     predict.add_argument("--model", type=Path, required=True)
     predict.add_argument("--out", type=Path, required=True)
+    predict.add_argument("--overwrite", action="store_true", help=overwrite)
     for command, grids in ((train, [1, 2, 3, 4]), (evaluate_p, [9]), (predict, [9])):
         command.add_argument("--data", type=Path, default=None, help="a session folder with crops/ "
                                                                      "(default: simulated grids)")
@@ -333,22 +438,43 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--published", choices=sorted(PUBLISHED), default=None,
                        help="put a paper's published figures for this setting beside the results")
     bench.add_argument("--out", type=Path, default=Path("benchmark_report"))
+    bench.add_argument("--overwrite", action="store_true", help=overwrite)
     bench.add_argument("--no-steps", action="store_true", help="do not write steps.csv.gz (one row per step)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.add_argument("--threads", type=int, default=1, help="torch threads for learned agents (1 is fastest)")
     bench.set_defaults(run=_benchmark)
+
+    add_train_arguments(commands.add_parser(
+        "train", help="train a learned agent (masked DQN or MaskablePPO) with Stable-Baselines3",
+        description="Train a learned collection agent on CryoEM-v0 (the same as agents/train.py). Run folders hold "
+                    "SB3 checkpoints, which unpickle Python objects when resumed: resume only your own runs."))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; an error is one line on stderr and a non-zero exit (``CRYORL_DEBUG=1``: traceback)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"cryorl: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("cryorl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # every failure reaches the user as one line
+        if os.environ.get("CRYORL_DEBUG"):
+            raise
+        print(f"cryorl: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    if isinstance(error, KeyError) and len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]                      # KeyError quotes its message
+    plain = isinstance(error, (ValueError, LookupError, FileExistsError, FileNotFoundError, RuntimeError)) or \
+        type(error).__module__.startswith("cryorl")
+    return text if plain and text else f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _ranking_table(result: BenchmarkResult) -> pd.DataFrame:
     for budget in result.budgets:
         at = rank[rank["budget"] == budget].set_index("agent")
         columns[f"{budget:g} min: share of oracle"] = at["share_of_oracle"].map(lambda v: f"{100 * v:.0f}%")
-        if result.humans:
+        if len(result.humans) >= 2:
             columns[f"{budget:g} min: human percentile"] = at["human_percentile"].map(lambda v: f"{v:.0f}")
     return pd.DataFrame(columns)
 
@@ -113,7 +113,9 @@ def render_markdown(result: BenchmarkResult) -> str:
               "Share of the oracle's good exposures (the oracle is greedy-local on the *true* CTFMaxRes, a "
               "reference that no deployable agent can see)" + (
                   ", and the percentile an agent's mean would take among the human traces replayed under the "
-                  "same cost model (100: above all of them; ties count half)." if result.humans else "."), "",
+                  "same cost model (100: above all of them; ties count half)." if len(result.humans) >= 2 else
+                  ". With a single human trace no percentile is given: compare with its row above."
+                  if result.humans else "."), "",
               markdown_table(_ranking_table(result)), ""]
     if result.humans:
         lines += ["### Human traces", "",

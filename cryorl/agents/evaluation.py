@@ -16,7 +16,8 @@ from cryorl.agents.base import Policy
 from cryorl.atlas import Atlas
 from cryorl.env import CryoEMEnv
 
-__all__ = ["evaluate", "Evaluation", "evaluate_policy", "summarize", "TRAJECTORY_COLUMNS", "SUMMARY_COLUMNS"]
+__all__ = ["evaluate", "Evaluation", "evaluate_policy", "summarize", "check_budgets", "TRAJECTORY_COLUMNS",
+           "SUMMARY_COLUMNS"]
 
 TRAJECTORY_COLUMNS = ["agent", "budget", "episode", "seed", "step", "hole", "elapsed", "switch_level", "ctf",
                       "predicted_ctf", "good", "reward"]
@@ -43,7 +44,9 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
     nothing), ``reward``. The mean decision time is kept in ``df.attrs["decision_ms"]`` (``{agent: ms}``).
     """
     env = _as_env(env_or_atlas, **env_kwargs)
-    budgets = [float(b) for b in budgets]
+    budgets = check_budgets(budgets)
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, not {episodes!r}")
     rows: list[tuple] = []
     decisions: list[float] = []
     runs = [(b, e) for b in budgets for e in range(episodes)]
@@ -77,6 +80,20 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
     frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
     frame.attrs["decision_ms"] = {policy.name: float(np.mean(decisions)) * 1e3 if decisions else float("nan")}
     return frame
+
+
+def check_budgets(budgets: Iterable[float]) -> list[float]:
+    """Budgets in minutes as floats; each must be positive, finite and listed once (a repeat would count twice)."""
+    values = [float(b) for b in budgets]
+    if not values:
+        raise ValueError("no budgets given: name at least one, in minutes")
+    for value in values:
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"budget {value:g} is not a positive number of minutes")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"budget {repeated[0]:g} is listed twice; each budget is evaluated once")
+    return values
 
 
 def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None = None) -> pd.DataFrame:

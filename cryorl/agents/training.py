@@ -1,8 +1,10 @@
 """Training learned agents with Stable-Baselines3: environments from a config, evaluation with the domain metric
 (good exposures within the budget), checkpoints that resume, and the trained policy saved as plain weights.
 
-The config is an rl-zoo3-style mapping (see ``agents/hyperparams/*.yml``): SB3 hyper-parameters at the top level,
-plus ``algo``, ``n_timesteps``, ``env`` (training grids), ``eval`` (held-out grids) and ``checkpoint_freq``.
+The config (``agents/hyperparams/*.yml``) is cryorl's own format, laid out like rl-zoo3's (one section per
+environment id, SB3 hyper-parameters at its top level) but with keys rl-zoo3 does not know: ``algo``,
+``n_timesteps``, ``env`` (training grids), ``eval`` (held-out grids), ``checkpoint_freq`` and ``keep_checkpoints``.
+``cryorl train`` reads it; rl-zoo3 cannot.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from cryorl.agents.evaluation import evaluate_policy, summarize
 from cryorl.agents.learned import LearnedPolicy
@@ -28,7 +31,7 @@ from cryorl.synth import GridSpec, simulate_atlas
 __all__ = ["RandomBudget", "OpportunityCost", "load_config", "make_training_env", "make_eval_atlases", "train", "real_part"]
 
 ALGOS = ("dqn", "ppo")
-NON_SB3_KEYS = {"algo", "n_timesteps", "env", "eval", "checkpoint_freq", "policy"}
+NON_SB3_KEYS = {"algo", "n_timesteps", "env", "eval", "checkpoint_freq", "keep_checkpoints", "policy"}
 
 
 class RandomBudget(gym.Wrapper):
@@ -78,7 +81,7 @@ def load_config(path: str | os.PathLike, env_id: str = "CryoEM-v0") -> dict[str,
     with open(path) as handle:
         document = yaml.safe_load(handle)
     if not isinstance(document, dict) or env_id not in document:
-        raise ValueError(f"{path}: expected a mapping with a {env_id!r} section (rl-zoo3 layout)")
+        raise ValueError(f"{path}: expected a mapping with a {env_id!r} section (one section per environment id)")
     config = document[env_id]
     if config.get("algo") not in ALGOS:
         raise ValueError(f"{path}: 'algo' must be one of {ALGOS}, not {config.get('algo')!r}")
@@ -107,13 +110,7 @@ def _source_env(source: dict[str, Any], env_settings: dict[str, Any], max_holes:
 def _source_size(source: dict[str, Any]) -> int:
     if "data" in source:
         return len(real_part(source["data"]))
-    return replace_spec(source.get("grid", {})).n_holes
-
-
-def replace_spec(grid: dict[str, Any]) -> GridSpec:
-    from dataclasses import replace
-
-    return replace(GridSpec(), **grid)
+    return GridSpec.from_mapping(source.get("grid", {})).n_holes
 
 
 def make_training_env(env_settings: dict[str, Any], seed: int):
@@ -141,7 +138,7 @@ def make_training_env(env_settings: dict[str, Any], seed: int):
 
 def make_eval_atlases(eval_settings: dict[str, Any]) -> list[Atlas]:
     """Held-out grids: simulated (``grid`` + ``grid_seeds``) and/or real parts (``data``)."""
-    atlases = [simulate_atlas(int(s), replace_spec(eval_settings.get("grid", {})))
+    atlases = [simulate_atlas(int(s), GridSpec.from_mapping(eval_settings.get("grid", {})))
                for s in eval_settings.get("grid_seeds", [])]
     if "data" in eval_settings:
         atlases.append(real_part(eval_settings["data"]))
@@ -159,21 +156,74 @@ def _make_model(config: dict[str, Any], venv, seed: int, tensorboard_log: str | 
     return MaskablePPO(HoleMaskablePolicy, venv, seed=seed, tensorboard_log=tensorboard_log, verbose=0, **kwargs)
 
 
-def _latest_checkpoint(directory: Path) -> tuple[Path, int] | None:
+CHECKPOINT = "model_{steps}_steps.zip"
+REPLAY_BUFFER = "model_replay_buffer_{steps}_steps.pkl"
+
+
+def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """This run's checkpoints (``model_N_steps.zip``), newest first."""
     found = []
     for path in directory.glob("model_*_steps.zip"):
         try:
             found.append((int(path.stem.split("_")[1]), path))
         except (IndexError, ValueError):
             continue
-    if not found:
-        return None
-    steps, path = max(found)
-    return path, steps
+    return sorted(found, reverse=True)
+
+
+class AtomicCheckpoint(BaseCallback):
+    """Every ``freq`` calls: the SB3 model (and, for DQN, its replay buffer) written atomically into
+    ``directory``; only the newest ``keep`` checkpoints and replay buffers are kept (a buffer is ~1 GB on large
+    grids). Files of other names are never touched."""
+
+    def __init__(self, directory: Path, freq: int, replay_buffer: bool, keep: int = 2) -> None:
+        super().__init__()
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1, not {keep}")
+        self.directory, self.freq, self.replay_buffer, self.keep = directory, freq, replay_buffer, keep
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.freq == 0:
+            save_checkpoint(self.model, self.directory, self.replay_buffer, self.keep)
+        return True
+
+
+def save_checkpoint(model, directory: Path, replay_buffer: bool, keep: int = 2) -> Path:
+    """Write ``model_N_steps.zip`` (and the replay buffer) atomically; prune all but the newest ``keep``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    steps = int(model.num_timesteps)
+    path = directory / CHECKPOINT.format(steps=steps)
+    if replay_buffer:
+        with atomic_path(directory / REPLAY_BUFFER.format(steps=steps)) as tmp, open(tmp, "wb") as handle:
+            model.save_replay_buffer(handle)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:       # last: a checkpoint implies its buffer
+        model.save(handle)
+    for old_steps, old in _checkpoints(directory)[keep:]:
+        old.unlink(missing_ok=True)
+        (directory / REPLAY_BUFFER.format(steps=old_steps)).unlink(missing_ok=True)
+    return path
+
+
+def _resume(cls, directory: Path, venv, tensorboard_log: str, replay_buffer: bool, log=print):
+    """The newest checkpoint that loads, falling back to older ones (a file cut short by a kill is skipped).
+
+    SB3 checkpoints unpickle Python objects: resume only run folders you made yourself."""
+    for steps, path in _checkpoints(directory):
+        try:
+            model = cls.load(path, env=venv, tensorboard_log=tensorboard_log)
+        except Exception as error:  # a truncated or corrupt zip: fall back to the previous checkpoint
+            log(f"cannot resume from {path} ({type(error).__name__}: {error}); trying the previous checkpoint")
+            continue
+        buffer = directory / REPLAY_BUFFER.format(steps=steps)
+        if replay_buffer and buffer.exists():
+            model.load_replay_buffer(buffer)
+        log(f"resuming from {path} ({steps} steps)")
+        return model
+    return None
 
 
 def _callbacks(config, run_dir: Path, eval_atlases: list[Atlas], name: str, log=print):
-    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+    from stable_baselines3.common.callbacks import BaseCallback
 
     eval_settings = config.get("eval", {})
     algo = config["algo"]
@@ -216,9 +266,8 @@ def _callbacks(config, run_dir: Path, eval_atlases: list[Atlas], name: str, log=
             return True
 
     start_time = time.time()
-    checkpoint = CheckpointCallback(save_freq=int(config.get("checkpoint_freq", 10000)),
-                                    save_path=str(run_dir / "checkpoints"), name_prefix="model",
-                                    save_replay_buffer=algo == "dqn")
+    checkpoint = AtomicCheckpoint(run_dir / "checkpoints", int(config.get("checkpoint_freq", 10000)),
+                                  replay_buffer=algo == "dqn", keep=int(config.get("keep_checkpoints", 2)))
     return [checkpoint, EvalGoodExposures()]
 
 
@@ -226,9 +275,11 @@ def train(config: dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0, 
           progress_bar: bool = True, name: str | None = None, log=print) -> LearnedPolicy:
     """Train (or resume) one agent in ``run_dir``; returns the final policy (also saved in ``run_dir/policy``).
 
-    ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN), ``tb/`` (TensorBoard), ``eval.csv``
-    and ``best/`` (the best policy on the held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time).
-    Re-running with the same ``run_dir`` resumes from the latest checkpoint.
+    ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written atomically, the newest
+    ``keep_checkpoints`` (2) kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best policy on the
+    held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time). Re-running with the same ``run_dir``
+    resumes from the newest checkpoint that loads. Checkpoints are SB3 zips, which unpickle Python objects: a run
+    folder is trusted like code; resume only runs you made (shipped policies are plain weights instead).
     """
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.utils import set_random_seed
@@ -242,25 +293,19 @@ def train(config: dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0, 
     set_random_seed(seed)
     venv = make_training_env(config.get("env", {}), seed)
     eval_atlases = make_eval_atlases(config.get("eval", {}))
-    resume = _latest_checkpoint(run_dir / "checkpoints")
-    if resume is not None:
-        path, steps = resume
-        cls = MaskedDQN if config["algo"] == "dqn" else MaskablePPO
-        model = cls.load(path, env=venv, tensorboard_log=str(run_dir / "tb"))
-        buffer = path.with_name(f"model_replay_buffer_{steps}_steps.pkl")
-        if config["algo"] == "dqn" and buffer.exists():
-            model.load_replay_buffer(buffer)
-        log(f"resuming from {path} ({steps} steps)")
-    else:
+    cls = MaskedDQN if config["algo"] == "dqn" else MaskablePPO
+    model = _resume(cls, run_dir / "checkpoints", venv, str(run_dir / "tb"), config["algo"] == "dqn", log)
+    resume = model is not None
+    if model is None:
         model = _make_model(config, venv, seed, str(run_dir / "tb"))
     remaining = max(total - model.num_timesteps, 0)
     started = time.time()
     if remaining:
         model.learn(remaining, callback=_callbacks(config, run_dir, eval_atlases, name, log),
-                    reset_num_timesteps=resume is None, progress_bar=progress_bar, tb_log_name=name)
+                    reset_num_timesteps=not resume, progress_bar=progress_bar, tb_log_name=name)
     wall = time.time() - started
-    with atomic_path(run_dir / "final.zip") as tmp:
-        model.save(tmp)
+    with atomic_path(run_dir / "final.zip") as tmp, open(tmp, "wb") as handle:
+        model.save(handle)
     metadata = {"algo": config["algo"], "timesteps": int(model.num_timesteps), "seed": seed,
                 "wall_seconds_this_run": round(wall, 1), "torch_threads": torch.get_num_threads()}
     policy = LearnedPolicy.from_model(model, name, metadata)

@@ -134,6 +134,10 @@ class HoleQualityPredictor:
 
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
+        missing = np.isnan(np.asarray(ctf, np.float64))
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} of {missing.size} crops have no CTFMaxRes (NaN): training needs "
+                             "a measured value per crop; leave unlabelled crops out (cryorl perception train does)")
         x_all = self.preprocess(crops)
         y_all = torch.as_tensor(self.targets(ctf), dtype=torch.float32)
         if len(x_all) != len(y_all):

@@ -1,0 +1,104 @@
+"""Output folders and files of the command line: nothing a user made is overwritten or deleted by surprise.
+
+A command writes its whole output into a fresh temporary folder beside the target and renames it into place
+when it has finished, so a killed or concurrent run never leaves a folder that mixes two runs' files. A target
+that already holds files is refused unless ``overwrite`` is given, and is then replaced as a whole. Temporary
+folders of runs that died are removed by the next run into the same place.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["OutputExistsError", "OutputNotWritableError", "output_folder", "check_output_file"]
+
+_PARTIAL = ".partial-"
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder or file exists and the command was not told to replace it."""
+
+
+class OutputNotWritableError(PermissionError):
+    """The output folder or file cannot be written (no permission, no such parent, a read-only file system)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Temporary folders (``.NAME.partial-PID-…``) of runs into ``target`` whose process is gone."""
+    for leftover in target.parent.glob(f".{target.name}{_PARTIAL}*"):
+        try:
+            pid = int(leftover.name[len(f".{target.name}{_PARTIAL}"):].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> Iterator[Path]:
+    """Yield an empty temporary folder to write ``path``'s contents into; on success it becomes ``path``.
+
+    Raises :class:`OutputExistsError` before any work when ``path`` is a non-empty folder and ``overwrite`` is
+    false (or when ``path`` is a file), and :class:`OutputNotWritableError` when it cannot be written.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} is a file; the {what} needs a folder: choose another --out")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{target} already holds files; choose another --out, or pass --overwrite to "
+                                f"replace that folder as a whole with the new {what}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}{os.getpid()}-", dir=target.parent))
+    except OSError as error:
+        raise OutputNotWritableError(f"cannot write the {what} to {target}: {error.strerror or error}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}{_PARTIAL}{os.getpid()}-old-{tmp.name[-8:]}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, to replace an existing file (unless ``overwrite``) or to write into a folder."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise OutputExistsError(f"{target} is a folder; give a file name for --out")
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"{target} already exists; choose another --out, or pass --overwrite to replace it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputNotWritableError(f"cannot write {target}: {error.strerror or error}") from None
+    if not os.access(target.parent, os.W_OK):
+        raise OutputNotWritableError(f"cannot write {target}: {target.parent} is not writable")
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

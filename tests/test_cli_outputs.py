@@ -1,0 +1,183 @@
+"""Nothing lost, nothing silently wrong: output folders, one-line CLI errors, checkpoints, shipped names."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cryorl.cli import main
+from cryorl.outputs import OutputExistsError, output_folder
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data_samples" / "session"
+QUICK = ["--budgets", "30", "--episodes", "1", "--quiet"]
+
+
+def test_simulate_refuses_a_folder_with_files_it_did_not_create(tmp_path, capsys):
+    session = tmp_path / "session"
+    session.mkdir()
+    (session / "timestamps.csv").write_text("a real session's trace\n")
+    assert main(["simulate", "--out", str(session), "--holes", "60", "--quiet"]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (session / "timestamps.csv").read_text() == "a real session's trace\n"      # untouched
+    assert main(["simulate", "--out", str(session), "--holes", "60", "--quiet", "--overwrite"]) == 0
+    assert {"holes.csv", "timestamps.csv", "session.json"} <= {p.name for p in session.iterdir()}
+    assert "real session" not in (session / "timestamps.csv").read_text()             # replaced as a whole
+    assert not list(tmp_path.glob(".session.partial-*"))
+
+
+def test_every_output_command_refuses_to_overwrite(tmp_path, capsys):
+    occupied = tmp_path / "mine"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("keep me")
+    existing = tmp_path / "mine.csv"
+    existing.write_text("keep me")
+    commands = [
+        ["evaluate", "--agent", "random", "--out", str(occupied), *QUICK],
+        ["benchmark", "--agents", "random", "--out", str(occupied), *QUICK],
+        ["look", str(SAMPLES), "--out", str(occupied)],
+        ["holes", str(SAMPLES), "--out", str(existing), "--quiet"],
+        ["perception", "train", "--backbone", "bl_resnet_tiny", "--epochs", "1", "--out", str(occupied)],
+        ["perception", "predict", "--model", str(occupied), "--data", str(SAMPLES), "--out", str(existing)],
+    ]
+    for command in commands:
+        assert main(command) == 2, command
+        assert "--overwrite" in capsys.readouterr().err
+    assert (occupied / "notes.txt").read_text() == "keep me" and existing.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "mine.csv"]       # no leftovers
+
+
+def test_a_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(tmp_path):
+    out = tmp_path / "report"
+    with output_folder(out) as folder:
+        (folder / "report.md").write_text("first")
+    with pytest.raises(KeyboardInterrupt):
+        with output_folder(out, overwrite=True) as folder:
+            (folder / "report.md").write_text("half of the second")
+            raise KeyboardInterrupt
+    assert (out / "report.md").read_text() == "first"
+    dead = tmp_path / f".report.partial-{2 ** 22 + 7}-abc"      # a run killed with -9 (no such process id)
+    dead.mkdir()
+    with output_folder(out, overwrite=True) as folder:
+        (folder / "report.md").write_text("second")
+    assert (out / "report.md").read_text() == "second" and not dead.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+    with pytest.raises(OutputExistsError, match="already holds files"):
+        with output_folder(out):
+            pass
+
+
+def test_counts_are_never_doubled_and_bad_numbers_stop_before_any_work(tmp_path, capsys):
+    out = tmp_path / "eval"
+    cases = {
+        ("--agent", "random", "random"): "--agent lists random twice",
+        ("--agent", "random", "--budgets", "60", "60"): "--budgets lists 60 twice",
+        ("--agent", "random", "--episodes", "0"): "--episodes must be at least 1, not 0",
+        ("--agent", "random", "--budgets", "-30"): "--budgets: -30 is not a positive number of minutes",
+        ("--agent", "random", "--budgets", "nan"): "--budgets: nan is not a positive",
+    }
+    for arguments, message in cases.items():
+        assert main(["evaluate", *arguments, "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert main(["benchmark", "--agents", "greedy-local", "greedy-local", "--out", str(out), *QUICK]) == 2
+    assert "--agents lists greedy-local twice" in capsys.readouterr().err
+    assert not out.exists()
+    from cryorl import evaluate
+
+    with pytest.raises(ValueError, match="budget 60 is listed twice"):
+        evaluate("random", budgets=(60, 60), episodes=1)
+
+
+@pytest.mark.parametrize("setup, arguments, message", [
+    (lambda d: d.mkdir(), ["evaluate", "--agent", "{d}", "--out", "{d}/out"], "is not a saved cryorl policy"),
+    (lambda d: (d.mkdir(), (d / "config.json").write_text("{oops"), (d / "scorer.pt").write_bytes(b"x")),
+     ["evaluate", "--agent", "{d}", "--out", "{d}/out"], "config.json: not valid JSON"),
+    (lambda d: d.write_text("x"), ["evaluate", "--agent", "random", "--out", "{d}"], "is a file"),
+    (lambda d: None, ["evaluate", "--agent", "random", "--out", "/proc/cryorl-test/out"], "cannot write"),
+    (lambda d: None, ["evaluate", "--agent", "random", "--data", "{d}", "--out", "{d}/o"], "no data folder"),
+    (lambda d: d.mkdir(), ["benchmark", "--trace", "{d}/none.csv", "--out", "{d}/o"], "no trace file"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, setup, arguments, message):
+    target = tmp_path / "thing"
+    setup(target)
+    assert main([a.replace("{d}", str(target)) for a in arguments] + QUICK) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cryorl: ") and err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err
+
+
+def test_a_cli_error_is_one_line_from_the_shell(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cryorl.cli", "evaluate", "--agent", "random", "--out",
+                             str(tmp_path / "x"), "--episodes", "-3"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr == "cryorl: --episodes must be at least 1, not -3\n"
+
+
+def test_a_trace_of_another_session_is_refused(tmp_path, capsys):
+    trace = tmp_path / "other.txt"
+    trace.write_text("someone_else_00001gr_00001sq_v01_00001hl_v01_00001en\n" * 3)
+    assert main(["benchmark", "--trace", str(trace), "--agents", "random", "--out", str(tmp_path / "r"),
+                 *QUICK]) == 2
+    assert "has 0 of its holes on this grid" in capsys.readouterr().err
+    assert main(["evaluate", "--agent", f"human-trace:{trace}", "--out", str(tmp_path / "e"), *QUICK]) == 2
+    assert "no human path to replay" in capsys.readouterr().err
+
+
+def test_perception_training_skips_crops_without_a_ctf_row(tmp_path, capsys):
+    session = tmp_path / "session"
+    shutil.copytree(SAMPLES, session)
+    table = session / "target_CTF_Y1_sample.csv"
+    rows = table.read_text().splitlines()
+    table.write_text("\n".join(rows[:20]) + "\n")                     # 10 of the 30 crops lose their CTF
+    out = tmp_path / "model"
+    assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_tiny", "--epochs", "1",
+                 "--input-size", "64", "--out", str(out), "--quiet", "--threads", "1"]) == 0
+    assert f"skipping 10 of 30 crops without a CTF row in {table}" in capsys.readouterr().err
+    table.write_text("")
+    table.unlink()
+    (session / "target_CTF_Y1_sample.csv").write_text(rows[0].replace("sim_", "other_") + "\n")
+    assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_tiny", "--epochs", "1",
+                 "--out", str(tmp_path / "m2"), "--quiet"]) == 2
+    assert "none of the 30 crops" in capsys.readouterr().err
+    from cryorl.perception.predictor import HoleQualityPredictor
+
+    with pytest.raises(ValueError, match="2 of 3 crops have no CTFMaxRes"):
+        HoleQualityPredictor("bl_resnet_tiny", input_size=32).fit(
+            session_crops(session)[:3], [5.0, float("nan"), float("nan")], epochs=1, progress=False)
+
+
+def session_crops(session):
+    from cryorl.perception.crops import load_session_crops
+
+    return load_session_crops(session)[1]
+
+
+def test_ship_accepts_plain_names_only(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "agents" / "ship.py"), "--run", str(tmp_path), "--name",
+                             "..", "--summary", str(tmp_path / "s.csv")], capture_output=True, text=True)
+    assert result.returncode != 0 and "--name must be a plain policy name" in result.stderr
+    assert (REPO / "agents" / "ship.py").exists() and (REPO / "agents" / "train.py").exists()
+
+
+def test_checkpoints_are_atomic_pruned_and_resume_falls_back(tmp_path):
+    from cryorl.agents.training import train
+
+    config = {"algo": "dqn", "n_timesteps": 400, "checkpoint_freq": 100, "keep_checkpoints": 2,
+              "env": {"budgets": [60], "sources": [{"grid": {"n_holes": 120}}]}, "eval": {},
+              "policy_kwargs": {"net_arch": [16]}, "learning_starts": 50, "buffer_size": 500, "batch_size": 16}
+    run = tmp_path / "run"
+    train(config, run, seed=0, progress_bar=False, log=lambda _: None)
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["model_300_steps.zip", "model_400_steps.zip", "model_replay_buffer_300_steps.pkl",
+                     "model_replay_buffer_400_steps.pkl"]                       # 100 and 200 pruned, no temporaries
+    newest = run / "checkpoints" / "model_400_steps.zip"
+    newest.write_bytes(newest.read_bytes()[:1000])                              # a kill in the middle of a write
+    messages = []
+    policy = train(config, run, seed=0, timesteps=500, progress_bar=False, log=messages.append)
+    assert "cannot resume from" in messages[0] and "(300 steps)" in messages[1]
+    assert policy.metadata["timesteps"] == 500
