@@ -1,29 +1,42 @@
 """Fetch the public CryoRL Aldolase data (Apache-2.0, repository IBM/CryoRL-pytorch) into a cache folder.
 
 Every file is checked against its published SHA-256 before it replaces anything: a corrupt or truncated download
-is refused and an existing good copy is kept.
+is refused and an existing good copy is kept. A download stops as soon as the server sends more than the file's
+expected size, and a network failure on one file is reported while the other files are still fetched.
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryorl.fileio import atomic_path
 
-__all__ = ["DATASETS", "RemoteFile", "cache_dir", "default_dest", "download_dataset", "sha256", "DownloadError"]
+__all__ = ["DATASETS", "MAX_BYTES", "RemoteFile", "cache_dir", "default_dest", "download_dataset", "sha256",
+           "DownloadError"]
 
 _REPO = "https://raw.githubusercontent.com/IBM/CryoRL-pytorch"
+MAX_BYTES = 8 << 20           # ceiling for a file of unrecorded size; every published file is well under 1 MB
+_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
 class RemoteFile:
+    """A published file. ``size`` is its exact byte count where a copy with the published digest gave it; else
+    None, and only the generous ceiling ``MAX_BYTES`` stops a runaway server: the SHA-256 check is what guarantees
+    the content either way."""
     name: str
     sha256: str
     splits: tuple[str, ...]   # the splits that need this file
+    size: int | None = None
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes a download of this file may receive."""
+        return MAX_BYTES if self.size is None else self.size
 
 
 @dataclass(frozen=True)
@@ -37,11 +50,11 @@ DATASETS: dict[tuple[str, str], RemoteDataset] = {
     ("aldolase", "2023"): RemoteDataset(
         f"{_REPO}/87b97f3941b04cf3aa2cce85ab336c501f032bb4/cryoRL/CryoEM_data", (
             RemoteFile("target_CTF_Y1_train.csv",
-                       "1ce0e1a9d692144c269f7a9c796135adc05342c92790ac205a95a27336bfaee2", ("train",)),
+                       "1ce0e1a9d692144c269f7a9c796135adc05342c92790ac205a95a27336bfaee2", ("train",), 147131),
             RemoteFile("target_CTF_Y1_val.csv",
                        "123483f013d8778ec233596d50e751610dd2e277f39deaa9df8c3dc2d19afd66", ("val",)),
             RemoteFile("Y1_2_regress_8bit_res50_train_by_hl.txt",
-                       "f9820d5ff3e6429790d3153822fbe18cca6be47cad69b2a29be422f613725fd1", ("train",)),
+                       "f9820d5ff3e6429790d3153822fbe18cca6be47cad69b2a29be422f613725fd1", ("train",), 75731),
             RemoteFile("Y1_2_regress_8bit_res50_val_by_hl.txt",
                        "10403cd8328091a2d9b26f9cfe518e467552a8e351c45c6a5c575a0f07ddf7ed", ("val",)),
             RemoteFile("timestamps.csv",
@@ -84,6 +97,34 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _fetch(url: str, path: Path, limit: int, timeout: float) -> None:
+    """Stream ``url`` into ``path``, refusing more than ``limit`` bytes; any failure is a one-line DownloadError."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length", "").strip()
+            announced = int(length) if length.isdigit() else None
+            if announced is not None and announced > limit:
+                raise DownloadError(f"{url}: the server announces {announced} bytes, more than the expected {limit}; "
+                                    f"refusing the file")
+            received = 0
+            with open(path, "wb") as out:
+                while block := response.read(min(_BLOCK, limit + 1 - received)):   # at most limit + 1 in all
+                    received += len(block)
+                    if received > limit:
+                        raise DownloadError(f"{url}: the server sent more than the expected {limit} bytes; "
+                                            f"refusing the file")
+                    out.write(block)
+            if announced is not None and received < announced:   # read(n) returns a cut body as a plain EOF
+                raise DownloadError(f"could not fetch {url}: the connection closed after {received} of the "
+                                    f"announced {announced} bytes")
+    except (OSError, http.client.HTTPException) as error:   # URLError, HTTPError, resets, timeouts, IncompleteRead
+        if isinstance(error, http.client.IncompleteRead):
+            reason = "the connection closed before the end of the response"
+        else:
+            reason = " ".join(str(error).split()) or type(error).__name__
+        raise DownloadError(f"could not fetch {url}: {reason}") from None
+
+
 def _dataset(name: str, era: str) -> RemoteDataset:
     try:
         return DATASETS[(name, era)]
@@ -99,7 +140,9 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
 
     Files already present with the right checksum are kept without a download. ``split`` ("train", "val" or
     "all") limits the files fetched. ``base_url`` (or ``$CRYORL_DOWNLOAD_URL``) replaces the public repository
-    address, e.g. for a mirror. Returns the destination folder.
+    address, e.g. for a mirror. A file that fails (network error, more bytes than expected, wrong checksum) is
+    reported and the others are still tried; then one single-line DownloadError lists the failures. Returns the
+    destination folder.
     """
     dataset = _dataset(name, era)
     if split not in ("train", "val", "all"):
@@ -118,12 +161,7 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
         url = f"{base}/{remote.name}"
         try:
             with atomic_path(target) as tmp:
-                try:
-                    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                        while block := response.read(1 << 20):
-                            out.write(block)
-                except (urllib.error.URLError, OSError) as error:
-                    raise DownloadError(f"could not fetch {url}: {error}") from None
+                _fetch(url, tmp, remote.max_bytes, timeout)
                 digest = sha256(tmp)
                 if digest != remote.sha256:
                     kept = " (the existing file is kept)" if target.exists() else ""
@@ -135,5 +173,5 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
             continue
         log(f"fetched  {target}")
     if failures:
-        raise DownloadError(f"{len(failures)} file(s) failed:\n  " + "\n  ".join(failures))
+        raise DownloadError(f"{len(failures)} file(s) failed: " + "; ".join(failures))
     return dest

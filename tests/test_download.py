@@ -1,13 +1,15 @@
 """`cryorl data download` against a local HTTP server on 127.0.0.1 serving the shared training split."""
 import functools
 import shutil
+import socket
 import threading
+from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from cryorl.cli import main
-from cryorl.download import DATASETS, DownloadError, download_dataset, sha256
+from cryorl.download import DATASETS, MAX_BYTES, DownloadError, download_dataset, sha256
 
 pytestmark = pytest.mark.network
 TRAIN_FILES = ["target_CTF_Y1_train.csv", "Y1_2_regress_8bit_res50_train_by_hl.txt", "timestamps.csv"]
@@ -16,23 +18,92 @@ VERIFIED = TRAIN_FILES[:2]
 # the download must refuse it while keeping the verified files.
 
 
+HARD_CAP = 50 << 20          # a misbehaving test handler never sends more than this
+
+
 class _Quiet(SimpleHTTPRequestHandler):
+    special: dict[str, Callable[[SimpleHTTPRequestHandler], None]] = {}   # file name -> its own response
+
+    def do_GET(self):
+        respond = self.special.get(self.path.lstrip("/"))
+        if respond is None:
+            super().do_GET()
+        else:
+            self.connection.settimeout(5)
+            respond(self)
+
     def log_message(self, *args):
         pass
 
 
 @pytest.fixture()
-def server(tmp_path, aldolase_dir):
+def serve(tmp_path, aldolase_dir):
+    """Start a server on 127.0.0.1 for the shared training files, with optional misbehaving responses."""
     root = tmp_path / "served"
     root.mkdir()
     for name in TRAIN_FILES:
         shutil.copy(aldolase_dir / name, root / name)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    servers = []
+
+    def start(special: dict | None = None) -> tuple:
+        handler = type("Handler", (_Quiet,), {"special": special or {}})
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+        servers.append(httpd)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return root, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture()
+def server(serve):
+    return serve()
+
+
+class _Endless:
+    """Streams without end until the client hangs up (at most HARD_CAP); records the bytes the socket accepted."""
+
+    def __init__(self, content_length: int | None = None):
+        self.content_length = content_length
+        self.sent = 0
+        self.done = threading.Event()
+
+    def __call__(self, handler: SimpleHTTPRequestHandler) -> None:
+        # a small send buffer, so that ``sent`` follows what the client read rather than megabytes of kernel buffers
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+        try:
+            handler.send_response(200)
+            if self.content_length is not None:
+                handler.send_header("Content-Length", str(self.content_length))
+            handler.end_headers()
+            block = b"x" * (1 << 16)
+            while self.sent < HARD_CAP:
+                handler.wfile.write(block)
+                self.sent += len(block)
+        except OSError:                     # the client hung up (reset, broken pipe) or stopped reading (timeout)
+            pass
+        finally:
+            self.done.set()
+
+
+def _truncated(data: bytes, keep: int, chunked: bool) -> Callable[[SimpleHTTPRequestHandler], None]:
+    """Announce all of ``data`` (as its Content-Length, or as one chunk) but send only its first ``keep`` bytes,
+    then close the connection."""
+    def respond(handler: SimpleHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        if chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            handler.wfile.write(b"%x\r\n" % len(data) + data[:keep])
+        else:
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data[:keep])
+        handler.close_connection = True
+    return respond
 
 
 def test_published_digests_match_the_shared_files(aldolase_dir):
@@ -46,7 +117,7 @@ def test_download_verifies_and_skips_good_copies(server, tmp_path):
     _, url = server
     dest = tmp_path / "data"
     log = []
-    with pytest.raises(DownloadError, match=r"1 file\(s\) failed:\n.*timestamps.csv: SHA-256 4f59fcab\w+ does not "
+    with pytest.raises(DownloadError, match=r"1 file\(s\) failed: .*timestamps.csv: SHA-256 4f59fcab\w+ does not "
                                             r"match the published 4a0f1828\w+; refusing the file"):
         download_dataset("aldolase", dest, split="train", base_url=url, log=log.append)
     assert sorted(p.name for p in dest.iterdir()) == sorted(VERIFIED)
@@ -94,3 +165,73 @@ def test_cli_download_then_info(server, tmp_path, capsys):
     assert "fraction good (<= 6 A)                             0.451" in out
     assert main(["data", "info", str(tmp_path / "missing"), "--split", "val"]) == 2
     assert "cryorl data download aldolase" in capsys.readouterr().err
+
+
+def _fetched(dest, root, expected: list[str]) -> None:
+    assert sorted(p.name for p in dest.iterdir()) == sorted(expected)      # no .part file left behind
+    for name in expected:
+        assert (dest / name).read_bytes() == (root / name).read_bytes()
+
+
+def test_sizes_are_exact_where_known_else_a_ceiling(aldolase_dir):
+    files = {f.name: f for f in DATASETS[("aldolase", "2023")].files}
+    for name in VERIFIED:
+        assert files[name].max_bytes == files[name].size == (aldolase_dir / name).stat().st_size
+    assert files["timestamps.csv"].size is None and files["timestamps.csv"].max_bytes == MAX_BYTES
+    assert all(f.max_bytes <= MAX_BYTES for d in DATASETS.values() for f in d.files)
+
+
+def test_endless_stream_stops_at_the_expected_size(serve, tmp_path):
+    name = VERIFIED[0]
+    endless = _Endless()
+    root, url = serve({name: endless})
+    dest = tmp_path / "data"
+    log = []
+    with pytest.raises(DownloadError) as caught:
+        download_dataset("aldolase", dest, split="train", base_url=url, timeout=5, log=log.append)
+    message = str(caught.value)
+    assert message.startswith("2 file(s) failed: ") and "\n" not in message
+    assert f"{url}/{name}: the server sent more than the expected 147131 bytes; refusing the file" in message
+    assert [line.split()[0] for line in log] == ["FAILED", "fetched", "FAILED"]      # the others were still tried
+    _fetched(dest, root, VERIFIED[1:])
+    assert endless.done.wait(5)
+    assert endless.sent < 2 << 20                     # the client hung up soon after the limit, far from HARD_CAP
+
+
+def test_oversized_content_length_is_refused_before_reading(serve, tmp_path):
+    name = VERIFIED[1]
+    endless = _Endless(content_length=10 ** 9)
+    root, url = serve({name: endless})
+    dest = tmp_path / "data"
+    with pytest.raises(DownloadError, match=rf"{url}/{name}: the server announces 1000000000 bytes, more than the "
+                                            r"expected 75731; refusing the file"):
+        download_dataset("aldolase", dest, split="train", base_url=url, timeout=5, log=lambda _: None)
+    _fetched(dest, root, VERIFIED[:1])
+    assert endless.done.wait(5)
+    assert endless.sent < 2 << 20
+
+
+@pytest.mark.parametrize("chunked, reason", [
+    (False, "the connection closed after 1000 of the announced 75731 bytes"),
+    (True, "the connection closed before the end of the response"),
+], ids=["content-length", "chunked"])
+def test_broken_connection_is_a_clear_error_and_others_are_fetched(serve, tmp_path, aldolase_dir, chunked, reason):
+    name = VERIFIED[1]
+    root, url = serve({name: _truncated((aldolase_dir / name).read_bytes(), 1000, chunked)})
+    dest = tmp_path / "data"
+    log = []
+    with pytest.raises(DownloadError) as caught:
+        download_dataset("aldolase", dest, split="train", base_url=url, timeout=5, log=log.append)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("2 file(s) failed: ")
+    assert f"could not fetch {url}/{name}: {reason}; " in message
+    assert "timestamps.csv: SHA-256" in message
+    assert [line.split()[0] for line in log] == ["fetched", "FAILED", "FAILED"]
+    _fetched(dest, root, VERIFIED[:1])
+
+
+def test_refused_connection_is_a_clear_error(tmp_path):
+    with pytest.raises(DownloadError, match=r"^3 file\(s\) failed: could not fetch http://127\.0\.0\.1:1/"
+                                            r"target_CTF_Y1_val\.csv: [^\n]+$"):
+        download_dataset("aldolase", tmp_path / "d", split="val", base_url="http://127.0.0.1:1", timeout=5,
+                         log=lambda _: None)
