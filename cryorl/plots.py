@@ -1,7 +1,11 @@
 """The benchmark report's figures: good exposures over time, CTFMaxRes of what was collected, collection paths.
 
-Every function takes tidy tables (:data:`cryorl.agents.TRAJECTORY_COLUMNS` steps, :func:`cryorl.human.real_clock`
-rows) and returns a matplotlib Figure; :func:`save_figure` writes it atomically.
+Every plot function takes tidy tables (:data:`cryorl.agents.TRAJECTORY_COLUMNS` steps, :func:`cryorl.human.real_clock`
+rows), draws on the ``ax`` (or ``axes``) it is given (a new figure when None) and returns them;
+:func:`save_figure` writes their figure atomically.
+
+Human traces whose name says "simulated" (``cryorl.human.simulate_operator``) are drawn and labelled apart from
+real operators' traces, so that no legend passes a simulated operator off as a human one.
 """
 from __future__ import annotations
 
@@ -13,26 +17,61 @@ import pandas as pd
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
 from cryorl.fileio import atomic_path
 
-__all__ = ["new_figure", "cumulative_good", "plot_cumulative_good", "plot_ctf_histograms", "plot_paths", "save_figure"]
+__all__ = ["new_figure", "save_figure", "is_simulated", "human_groups", "cumulative_good", "plot_cumulative_good",
+           "plot_ctf_histograms", "plot_paths"]
 
 ORACLE_STYLE = dict(color="black", linewidth=1.2)
-HUMAN_COLOR = "0.45"
+HUMAN_COLOR = "darkgoldenrod"       # real operators' traces
+SIMULATED_COLOR = "0.45"            # simulated operators
+CTF_BIN_ANGSTROM = 0.5
 
 
-def new_figure(width: float, height: float, dpi: float = 110):
-    """A matplotlib Figure drawn off-screen (no pyplot state, safe in threads and without a display)."""
+def new_figure(width: float, height: float, dpi: float = 110, layout: str | None = None):
+    """A matplotlib Figure (inches) drawn off-screen (no pyplot state, safe in threads and without a display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=dpi)
+    figure = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(figure)
     return figure
 
 
+def _figure_of(drawn):
+    """The figure of a Figure, an Axes, or an array of Axes (what the plot functions return)."""
+    from matplotlib.figure import Figure
+
+    item = drawn if isinstance(drawn, Figure) or hasattr(drawn, "figure") else np.ravel(drawn)[0]
+    while not isinstance(item, Figure):
+        item = item.figure
+    return item
+
+
 def save_figure(figure, path: str | os.PathLike, dpi: float | None = None) -> None:
-    """Write ``figure`` as PNG (at ``dpi``, default the figure's), atomically."""
+    """Write ``figure`` (a Figure, or the Axes / array of Axes a plot function returned) as PNG at ``dpi``
+    (default the figure's), atomically."""
+    figure = _figure_of(figure)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", bbox_inches="tight", dpi=dpi or figure.dpi)
+
+
+def is_simulated(trace: str) -> bool:
+    """Whether a human trace is a simulated operator (its name says so, as ``cryorl benchmark`` names them)."""
+    return "simulated" in trace.lower()
+
+
+def human_groups(humans) -> list[tuple[str, list[str]]]:
+    """Human traces as (label, names) groups: real traces and simulated operators never share a group; a lone trace
+    keeps its own name, several become "human traces (n)" / "simulated operators (n)"."""
+    groups = []
+    for simulated, plural in ((False, "human traces"), (True, "simulated operators")):
+        names = [h for h in humans if is_simulated(h) == simulated]
+        if names:
+            groups.append((names[0] if len(names) == 1 else f"{plural} ({len(names)})", names))
+    return groups
+
+
+def _group_color(names: list[str]) -> str:
+    return SIMULATED_COLOR if is_simulated(names[0]) else HUMAN_COLOR
 
 
 def cumulative_good(minutes: np.ndarray, good: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -49,103 +88,155 @@ def _episode_curves(steps: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
 
 
 def plot_cumulative_good(steps: pd.DataFrame, budget: float, humans: list[str] = (),
-                         real_clock: pd.DataFrame | None = None, clock: str = "active_minutes"):
-    """Mean cumulative good exposures vs minutes of each agent at ``budget`` (shaded: ± one std over episodes);
-    the human traces replayed under the cost model (dashed; a band from min to max when there are many) and on
-    their own clock (dotted); the oracle in black."""
-    figure = new_figure(7.5, 4.6)
-    ax = figure.add_subplot()
+                         real_clock: pd.DataFrame | None = None, clock: str = "active_minutes", ax=None):
+    """Mean cumulative good exposures vs minutes of each agent at ``budget`` (shaded: ± one std over its starts,
+    said in the legend's title); each group of human traces (real / simulated) replayed under the cost model
+    (dashed; its median and a shaded min-max range when there are several) and on its own clock (dotted); the oracle
+    in black. Draws on ``ax`` (a new figure when None) and returns it."""
+    if ax is None:
+        ax = new_figure(7.5, 4.6).add_subplot()
     grid = np.linspace(0.0, budget, 241)
     at_budget = steps[steps["budget"] == budget]
+    starts = set()
     for agent, frame in at_budget.groupby("agent", sort=False):
         if agent in humans:
             continue
         curves = _episode_curves(frame, grid)
+        starts.add(len(curves))
         mean, std = curves.mean(axis=0), curves.std(axis=0)
         style = ORACLE_STYLE if agent == "oracle" else {}
-        (line,) = ax.plot(grid, mean, label=agent, **style)
+        (line,) = ax.plot(grid, mean, label=f"{agent} (mean)" if len(curves) > 1 else agent, **style)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.12, linewidth=0)
-    replays = [_episode_curves(at_budget[at_budget["agent"] == h], grid) for h in humans]
-    replays = [c[0] for c in replays if len(c)]
-    if len(replays) == 1:
-        ax.plot(grid, replays[0], color=HUMAN_COLOR, linestyle="--", label=f"{humans[0]} (cost model)")
-    elif replays:
-        stack = np.array(replays)
-        ax.fill_between(grid, stack.min(axis=0), stack.max(axis=0), color=HUMAN_COLOR, alpha=0.2, linewidth=0)
-        ax.plot(grid, np.median(stack, axis=0), color=HUMAN_COLOR, linestyle="--",
-                label=f"{len(replays)} human traces, median and range (cost model)")
-    if real_clock is not None and len(real_clock):
-        curves = []
-        for _, trace in real_clock.groupby("trace", sort=False):
-            curves.append(cumulative_good(trace[clock].to_numpy()[1:], trace["good"].to_numpy(bool)[1:], grid))
-        label = "own clock" if clock == "minutes" else "own clock, pauses cut"
-        if len(curves) == 1:
-            ax.plot(grid, curves[0], color=HUMAN_COLOR, linestyle=":", linewidth=1.6,
-                    label=f"{real_clock['trace'].iloc[0]} ({label})")
-        else:
-            ax.plot(grid, np.median(curves, axis=0), color=HUMAN_COLOR, linestyle=":", linewidth=1.6,
-                    label=f"human traces, median ({label})")
+    for label, names in human_groups(humans):
+        colour = _group_color(names)
+        replays = [_episode_curves(at_budget[at_budget["agent"] == h], grid) for h in names]
+        replays = [c[0] for c in replays if len(c)]
+        if len(replays) == 1:
+            ax.plot(grid, replays[0], color=colour, linestyle="--", label=f"{label} (cost model)")
+        elif replays:
+            stack = np.array(replays)
+            ax.fill_between(grid, stack.min(axis=0), stack.max(axis=0), color=colour, alpha=0.2, linewidth=0,
+                            label=f"{label}: min-max range (cost model)")
+            ax.plot(grid, np.median(stack, axis=0), color=colour, linestyle="--",
+                    label=f"{label}: median (cost model)")
+        own = real_clock[real_clock["trace"].isin(names)] if real_clock is not None else ()
+        if len(own):
+            curves = [cumulative_good(trace[clock].to_numpy()[1:], trace["good"].to_numpy(bool)[1:], grid)
+                      for _, trace in own.groupby("trace", sort=False)]
+            kind = "own clock" if clock == "minutes" else "own clock, pauses cut"
+            ax.plot(grid, np.median(curves, axis=0), color=colour, linestyle=":", linewidth=1.6,
+                    label=f"{label} ({kind})" if len(curves) == 1 else f"{label}: median ({kind})")
     ax.set_xlim(0, budget)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("minutes")
     ax.set_ylabel("good exposures (cumulative)")
     ax.set_title(f"Good exposures over a {budget:g}-minute budget", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
-    return figure
+    note = None
+    if max(starts, default=0) > 1:
+        count = f"{min(starts)}" if len(starts) == 1 else f"{min(starts)}-{max(starts)}"
+        note = f"agents: mean over {count} starts, shaded ±1 std"
+    ax.legend(fontsize=7, loc="upper left", frameon=False, title=note, title_fontsize=7, alignment="left")
+    return ax
 
 
-def plot_ctf_histograms(steps: pd.DataFrame, budget: float, threshold: float, humans: list[str] = ()):
-    """One panel per agent: the CTFMaxRes of every exposure it took at ``budget`` (all episodes, normalised);
-    several human traces share one panel."""
+def _grid_columns(axes: np.ndarray) -> int:
+    """Columns of the subplot grid ``axes`` sit on (1 when they are not on one)."""
+    spec = axes[0].get_subplotspec() if hasattr(axes[0], "get_subplotspec") else None
+    return spec.get_gridspec().ncols if spec is not None else 1
+
+
+def plot_ctf_histograms(steps: pd.DataFrame, budget: float, threshold: float, humans: list[str] = (), axes=None):
+    """One panel per agent: the CTFMaxRes of every exposure it took at ``budget``, as exposures per episode in
+    0.5-Å bins on one y scale shared by all panels, with the good threshold marked and labelled; the traces of
+    each human group (real / simulated) share one panel. Draws on ``axes`` (one per panel; a new figure when None)
+    and returns the panels' axes."""
     at_budget = steps[(steps["budget"] == budget) & (steps["step"] > 0)]
-    if len(humans) > 1:
-        pooled = f"{len(humans)} human traces"
-        at_budget = at_budget.assign(agent=at_budget["agent"].where(~at_budget["agent"].isin(humans), pooled))
-    agents = list(dict.fromkeys(at_budget["agent"]))
-    columns = min(4, max(len(agents), 1))
-    rows = int(np.ceil(len(agents) / columns)) or 1
-    figure = new_figure(2.6 * columns, 2.1 * rows)
-    bins = np.linspace(0.0, MAX_FEATURE_CTF, 41)
-    for k, agent in enumerate(agents):
-        ax = figure.add_subplot(rows, columns, k + 1)
-        ctf = np.minimum(np.nan_to_num(at_budget.loc[at_budget["agent"] == agent, "ctf"].to_numpy(float),
-                                       nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
-        ax.hist(ctf, bins=bins, density=True, color="tab:green" if agent != "oracle" else "0.3", alpha=0.8)
+    panel = at_budget["agent"]
+    for label, names in human_groups(humans):
+        panel = panel.where(~at_budget["agent"].isin(names), label)
+    at_budget = at_budget.assign(panel=panel)
+    panels = list(dict.fromkeys(at_budget["panel"]))
+    colours = {label: _group_color(names) for label, names in human_groups(humans)} | {"oracle": "0.3"}
+    if axes is None:
+        columns = min(4, max(len(panels), 1))
+        rows = int(np.ceil(len(panels) / columns)) or 1
+        figure = new_figure(2.7 * columns, 2.3 * rows, layout="constrained")
+        axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+        for extra in axes[max(len(panels), 1):]:
+            extra.remove()
+        axes = axes[: max(len(panels), 1)]
+        figure.suptitle(f"CTFMaxRes of the exposures collected in {budget:g} minutes (all episodes pooled)",
+                        fontsize=10)
+    else:
+        axes = np.ravel(axes)
+        if len(axes) < len(panels):
+            raise ValueError(f"plot_ctf_histograms needs {len(panels)} axes (one per panel: {panels}), "
+                             f"got {len(axes)}")
+        for ax in axes[1:]:
+            if not axes[0].get_shared_y_axes().joined(axes[0], ax):
+                ax.sharey(axes[0])
+    columns = _grid_columns(axes)
+    bins = np.arange(0.0, MAX_FEATURE_CTF + CTF_BIN_ANGSTROM / 2, CTF_BIN_ANGSTROM)
+    for k, name in enumerate(panels):
+        ax = axes[k]
+        frame = at_budget[at_budget["panel"] == name]
+        episodes = frame.groupby(["agent", "episode"]).ngroups
+        ctf = np.minimum(np.nan_to_num(frame["ctf"].to_numpy(float), nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
+        ax.hist(ctf, bins=bins, weights=np.full(ctf.size, 1.0 / episodes), color=colours.get(name, "tab:green"),
+                alpha=0.8)
         ax.axvline(threshold, color="tab:red", linewidth=0.8)
+        ax.text(threshold, 0.97, f" ← ≤ {threshold:g} Å good", transform=ax.get_xaxis_transform(), ha="left",
+                va="top", fontsize=6, color="tab:red")
         share = float((ctf <= threshold).mean()) if ctf.size else float("nan")
-        ax.set_title(f"{agent}: {100 * share:.0f}% ≤ {threshold:g} Å", fontsize=8)
+        ax.set_title(f"{name}: {100 * share:.0f}% ≤ {threshold:g} Å\n{ctf.size / episodes:.0f} exposures per "
+                     f"episode ({episodes} episode{'s' * (episodes != 1)})", fontsize=7)
+        ax.set_xlim(0, MAX_FEATURE_CTF + CTF_BIN_ANGSTROM)
         ax.tick_params(labelsize=7)
-        ax.set_yticks([])
-        if k >= len(agents) - columns:
+        if k % columns == 0:
+            ax.set_ylabel(f"exposures per episode\n(per {CTF_BIN_ANGSTROM:g}-Å bin)", fontsize=7)
+        if k >= len(panels) - columns:
             ax.set_xlabel(f"CTFMaxRes (Å; {MAX_FEATURE_CTF:g} = fit failed or worse)", fontsize=7)
-    figure.suptitle(f"CTFMaxRes of the exposures collected in {budget:g} minutes", fontsize=10)
-    figure.tight_layout()
-    return figure
+    return axes
 
 
 def plot_paths(atlas: Atlas, steps: pd.DataFrame, budget: float, threshold: float, episode: int = 0,
-               humans: list[str] = ()):
-    """One grid map per agent with the path of episode ``episode`` at ``budget``; of the human traces, the first
-    one's replay."""
-    from cryorl.render import map_coordinates, plot_grid_map
+               humans: list[str] = (), axes=None):
+    """One grid map per agent with the path of episode ``episode`` at ``budget``; of each human group (real /
+    simulated), the first trace's replay. One CTFMaxRes colour bar (colour-blind-safe) for all maps. Draws on
+    ``axes`` (one per map; a new figure when None) and returns the maps' axes."""
+    from cryorl.render import add_ctf_colorbar, map_coordinates, plot_grid_map
 
+    groups = {names[0]: names for _, names in human_groups(humans)}
     at_budget = steps[(steps["budget"] == budget) & (steps["episode"] == episode)]
-    at_budget = at_budget[~at_budget["agent"].isin(list(humans)[1:])]
+    at_budget = at_budget[~at_budget["agent"].isin([h for h in humans if h not in groups])]
     agents = list(dict.fromkeys(at_budget["agent"]))
-    columns = min(3, max(len(agents), 1))
-    rows = int(np.ceil(len(agents) / columns)) or 1
-    figure = new_figure(4.2 * columns, 3.9 * rows, dpi=80)
     coordinates = map_coordinates(atlas)
+    if axes is None:
+        columns = min(3, max(len(agents), 1))
+        rows = int(np.ceil(len(agents) / columns)) or 1
+        squares = coordinates[2]
+        low, high = squares[:, :2] - squares[:, 2:] / 2, squares[:, :2] + squares[:, 2:] / 2
+        width, height = high.max(axis=0) - low.min(axis=0)
+        figure = new_figure(4.0 * columns + 0.8, (3.8 * height / width + 0.6) * rows + 0.3, dpi=100,
+                            layout="constrained")
+        axes = np.array([figure.add_subplot(rows, columns, k + 1) for k in range(max(len(agents), 1))])
+        figure.suptitle(f"Collection paths, {budget:g}-minute budget (episode {episode}): red line = path, "
+                        "ringed in red = exposed, white ★ = last hole", fontsize=10)
+    else:
+        axes = np.ravel(axes)
+        if len(axes) < len(agents):
+            raise ValueError(f"plot_paths needs {len(agents)} axes (one per map: {agents}), got {len(axes)}")
     index = {name: i for i, name in enumerate(atlas.names)}
     for k, agent in enumerate(agents):
         path = [index[h] for h in at_budget.loc[at_budget["agent"] == agent, "hole"]]
         visited = np.zeros(len(atlas), dtype=bool)
         visited[path] = True
         good = int(at_budget.loc[at_budget["agent"] == agent, "good"].sum())
-        plot_grid_map(atlas, figure.add_subplot(rows, columns, k + 1), visited=visited, path=path,
-                      threshold=threshold, coordinates=coordinates,
-                      title=f"{agent}: {good} good of {len(path) - 1} exposures")
-    figure.suptitle(f"Collection paths, {budget:g}-minute budget (episode {episode}; ★ = last hole)", fontsize=10)
-    figure.tight_layout()
-    return figure
+        title = f"{agent}: {good} good of {len(path) - 1} exposures"
+        if len(groups.get(agent, ())) > 1:
+            title += f"\n(1 of {len(groups[agent])} {'simulated operators' if is_simulated(agent) else 'human traces'})"
+        plot_grid_map(atlas, axes[k], visited=visited, path=path, threshold=threshold, coordinates=coordinates,
+                      title=title, colorbar=False)
+    add_ctf_colorbar(_figure_of(axes), list(axes), threshold)
+    return axes

@@ -9,7 +9,7 @@ import numpy as np
 
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
 
-__all__ = ["map_coordinates", "plot_grid_map", "render_rgb", "render_ansi"]
+__all__ = ["map_coordinates", "plot_grid_map", "ctf_colour_scale", "add_ctf_colorbar", "render_rgb", "render_ansi"]
 
 
 def _rank_within(child: np.ndarray, parent_of_child: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,50 +55,76 @@ def map_coordinates(atlas: Atlas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, np.stack([square_x, square_y, square_size], axis=1)
 
 
+# A colour-blind-safe, perceptually uniform map (no red-green); best CTFMaxRes darkest, so good holes stand out
+# against the light square cells.
+CTF_CMAP = "viridis"
+CTF_LABEL = "CTFMaxRes (Å)"
+
+
+def ctf_colour_scale(threshold: float):
+    """The map's colormap and normalisation for CTFMaxRes: 2 Å to ``2 × threshold + 2`` Å (above: the top colour)."""
+    from matplotlib.colors import Normalize
+
+    return CTF_CMAP, Normalize(vmin=2.0, vmax=2 * threshold + 2)
+
+
+def add_ctf_colorbar(figure, axes, threshold: float):
+    """One colour bar for all of ``axes`` (an Axes or a list of them), labelled CTFMaxRes (Å); returns it."""
+    from matplotlib.cm import ScalarMappable
+
+    cmap, norm = ctf_colour_scale(threshold)
+    return figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.7, extend="max",
+                           label=CTF_LABEL)
+
+
 def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, path: list[int] | None = None,
                   threshold: float = 6.0, coordinates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                  title: str | None = None):
+                  title: str | None = None, colorbar: bool = True):
     """Draw the grid map on ``ax`` (created if None) and return it: squares as grey cells, holes coloured by
-    measured CTFMaxRes (green ≤ threshold … red), exposed holes ringed, the collection path as a line."""
-    import matplotlib.pyplot as plt
+    measured CTFMaxRes (viridis: dark = low CTFMaxRes = good), exposed holes ringed in red, the collection path
+    as a red line, the last hole as a white star. ``colorbar=False`` leaves the colour bar to the caller (one per
+    figure: :func:`add_ctf_colorbar`)."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
     if ax is None:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(6, 6))
     x, y, squares = coordinates if coordinates is not None else map_coordinates(atlas)
     boxes = [Rectangle((cx - side / 2, cy - side / 2), side, side) for cx, cy, side in squares]
     ax.add_collection(PatchCollection(boxes, facecolor="0.93", edgecolor="0.75", linewidth=0.5, zorder=0))
     ctf = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
+    cmap, norm = ctf_colour_scale(threshold)
     size = max(2.0, 3000.0 / max(len(atlas), 1))
-    points = ax.scatter(x, y, c=ctf, cmap="RdYlGn_r", vmin=2.0, vmax=2 * threshold + 2, s=size, linewidths=0)
+    ax.scatter(x, y, c=ctf, cmap=cmap, norm=norm, s=size, linewidths=0)
     if path:
-        ax.plot(x[path], y[path], color="tab:blue", linewidth=0.6, alpha=0.6, zorder=2)
+        ax.plot(x[path], y[path], color="tab:red", linewidth=0.6, alpha=0.6, zorder=2)
     if visited is not None and visited.any():           # exposed holes on top of the path, in their own colour
-        ax.scatter(x[visited], y[visited], c=ctf[visited], cmap="RdYlGn_r", vmin=2.0, vmax=2 * threshold + 2,
-                   s=size * 2.5, edgecolors="black", linewidths=0.5, zorder=3)
+        ax.scatter(x[visited], y[visited], c=ctf[visited], cmap=cmap, norm=norm, s=size * 2.5, edgecolors="tab:red",
+                   linewidths=0.6, zorder=3)
     if path:
-        ax.scatter(x[path[-1]], y[path[-1]], marker="*", s=size * 8, color="tab:blue", zorder=4)
+        ax.scatter(x[path[-1]], y[path[-1]], marker="*", s=max(size * 8, 60), color="white", edgecolors="black",
+                   linewidths=0.6, zorder=4)
     ax.set_aspect("equal")
     ax.invert_yaxis()
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
-    ax.figure.colorbar(points, ax=ax, shrink=0.7, label="CTFMaxRes (Å)")
+    if colorbar:
+        add_ctf_colorbar(ax.figure, ax, threshold)
     return ax
 
 
 def render_rgb(atlas: Atlas, visited: np.ndarray, path: list[int], title: str, threshold: float,
                coordinates: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """The grid map as an RGB image (H, W, 3) uint8, drawn off-screen."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from cryorl.plots import new_figure
 
-    figure = Figure(figsize=(5, 5), dpi=96)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    plot_grid_map(atlas, ax, visited=visited, path=path, threshold=threshold, coordinates=coordinates, title=title)
+    figure = new_figure(5, 5, dpi=96)
+    plot_grid_map(atlas, figure.add_subplot(), visited=visited, path=path, threshold=threshold,
+                  coordinates=coordinates, title=title)
     figure.tight_layout()
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
