@@ -92,10 +92,16 @@ def test_simulated_operators():
     squares = atlas.square[first.on(atlas)["hole"].to_numpy()]
     changes = np.flatnonzero(np.diff(squares)) + 1
     assert len(np.unique(squares)) == len(changes) + 1
-    # who looks at the images beats chance by far, and the oracle beats them
+    # who looks at the images beats chance by far, and the oracle beats them: in the same two hours it exposes only
+    # good holes, and more of them than the operator's replay collects
     good = atlas.is_good()
     operator_share = good[first.on(atlas)["hole"].to_numpy()].mean()
     assert operator_share > good.mean() + 0.15
+    replay = evaluate(first, atlas, episodes=1, budgets=[120]).steps
+    oracle = evaluate("oracle", atlas, episodes=1, budgets=[120]).steps
+    replay, oracle = replay[replay.step > 0], oracle[oracle.step > 0]
+    assert replay.agent.iloc[0] == first.name and oracle.agent.iloc[0] == "oracle"
+    assert oracle.good.all() and oracle.good.sum() > replay.good.sum() + 20, (oracle.good.sum(), replay.good.sum())
 
 
 def test_percentile_and_jaccard():

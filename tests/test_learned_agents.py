@@ -24,15 +24,41 @@ def small_venv(seed=0, budget=120):
     return venv
 
 
-def test_q_network_masks_invalid_holes_and_exploration_is_valid():
+def unmasked_scores(network, obs):
+    """What ``network``'s scorer gives every hole, invalid ones included (a copy that does not mask)."""
+    raw = HoleScorer(hidden=network.scorer.hidden, mask_invalid=False)
+    raw.load_state_dict(network.scorer.state_dict())
+    with torch.no_grad():
+        return raw(observation_to_tensors(obs))[0]
+
+
+def bootstrap_targets(model, obs, next_obs, action, reward, monkeypatch):
+    """The TD targets SB3's ``DQN.train`` computes for one stored transition (caught at its Huber loss)."""
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.dqn import dqn
+
+    model.replay_buffer.add(obs, next_obs, np.array([[action]]), np.array([reward]), np.array([False]), [{}])
+    model.set_logger(configure(None, []))
+    caught, huber = [], dqn.F.smooth_l1_loss
+    monkeypatch.setattr(dqn.F, "smooth_l1_loss", lambda q, target: caught.append(target) or huber(q, target))
+    model.train(gradient_steps=1, batch_size=1)
+    return caught[0].flatten()
+
+
+def test_q_network_masks_invalid_holes_and_exploration_is_valid(monkeypatch):
     torch.manual_seed(0)
     model = MaskedDQN(HoleDQNPolicy, small_venv(), learning_starts=50, buffer_size=500, seed=0)
     obs = model.env.reset()
+    before = {k: v.copy() for k, v in obs.items()}          # every hole valid
     obs["action_mask"][0, :150] = 0                       # pretend most holes were visited
     q = model.q_net(observation_to_tensors(obs))
     assert (q[0, :150] == -1e8).all() and (q[0, 150:] > -1e7).all()
-    target = model.q_net_target(observation_to_tensors(obs)).max(dim=1).values   # the bootstrap target's max
-    assert target.item() == q[0, 150:].max().item() or target.item() > -1e7
+    # the bootstrap target (max over next Q-values of the target network) is the max over valid holes only:
+    # here an invalid hole scores highest unmasked, so an unmasked target would be larger
+    raw = unmasked_scores(model.q_net_target, obs)
+    assert raw[:150].max() > raw[150:].max()
+    target = bootstrap_targets(model, before, obs, 160, 0.5, monkeypatch)
+    assert target.item() == pytest.approx(0.5 + model.gamma * raw[150:].max().item(), abs=1e-6)
     model.exploration_rate = 1.0
     explored = {int(model.predict(obs, deterministic=False)[0][0]) for _ in range(300)}
     assert min(explored) >= 150 and len(explored) > 20    # ε-greedy samples only valid holes
@@ -110,10 +136,25 @@ def test_same_seed_same_run(tmp_path):
 
 def test_ppo_training_config(tmp_path):
     config = {"algo": "ppo", "n_timesteps": 256, "checkpoint_freq": 10_000, "env": {"sources": [{"grid": SMALL}]},
-              "policy_kwargs": {"net_arch": [16]}, "n_steps": 128, "batch_size": 64, "n_epochs": 1}
+              "policy_kwargs": {"net_arch": [16]}, "n_steps": 128, "batch_size": 64, "n_epochs": 4,
+              "learning_rate": 3e-3}
     policy = train(config, tmp_path / "ppo", seed=0, progress_bar=False, log=lambda _: None)
-    summary = summarize(evaluate_policy(policy, simulate_atlas(9), episodes=1, budgets=[60]))
-    assert summary.exposures_mean.iloc[0] > 5
+    untrained = train(config, tmp_path / "untrained", seed=0, timesteps=0, progress_bar=False, log=lambda _: None)
+    # the config's algorithm and hyper-parameters are the ones that ran: 2 rollouts of 128 steps, 4 epochs each
+    model = MaskablePPO.load(tmp_path / "ppo" / "final.zip")
+    assert (model.n_steps, model.batch_size, model.n_epochs, model._n_updates) == (128, 64, 4, 8)
+    assert model.num_timesteps == 256 and policy.metadata["algo"] == "ppo" and policy.scorer.hidden == 16
+    # and they trained: the actor's scores moved, and the critic learned that a fresh grid is worth good exposures
+    # (a value well above the same-seed untrained one's, which no training, or a critic that learns nothing, keeps)
+    actor = [(a - b).abs().max().item() for a, b in zip(policy.scorer.head.parameters(),
+                                                         untrained.scorer.head.parameters())]
+    assert max(actor) > 1e-2, actor
+    env = CryoEMEnv(grid=SMALL, grid_seed=9, budget=480)
+    starts = [observation_to_tensors(env.reset(seed=s)[0]) for s in range(8)]
+    with torch.no_grad():
+        trained_value, untrained_value = (np.mean([p.scorer.value(o).item() for o in starts])
+                                          for p in (policy, untrained))
+    assert trained_value > untrained_value + 3, (trained_value, untrained_value)
 
 
 def test_guided_exploration_follows_greedy_local(aldolase):

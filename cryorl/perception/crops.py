@@ -30,6 +30,9 @@ def render_hole_crops(thickness_nm: np.ndarray, film_ice_nm: np.ndarray, contami
     """(N, size, size) int16 crops, one per hole (thickness, ice over the film, contamination flag)."""
     thickness_nm = np.asarray(thickness_nm, dtype=np.float64)
     n = len(thickness_nm)
+    for name, values in (("film_ice_nm", film_ice_nm), ("contaminated", contaminated)):
+        if np.shape(values) != (n,):
+            raise ValueError(f"{name} has shape {np.shape(values)}; expected ({n},), one value per hole")
     centre_px = np.array([[(size - 1) / 2, (size - 1) / 2]])
     radius_px = optics.hole_radius_um / pixel_um
     rim_px = optics.rim_width_um / pixel_um
