@@ -1,6 +1,6 @@
 """Decision latency of each agent by grid size: median milliseconds per `act` on simulated grids.
 
-    python benchmarks/decision_latency.py [--agents random greedy-local snowball dqn ppo] [--sizes 2341 10000]
+    python benchmarks/decision_latency.py [--agents random greedy-local planner dqn ppo] [--sizes 2341 10000]
 
 One torch thread (what `cryorl evaluate` uses); the environment's own step time is not included.
 """
@@ -17,7 +17,7 @@ from cryorl import CryoEMEnv, simulate_atlas
 from cryorl.agents import make_policy
 from cryorl.synth import GridSpec
 
-AGENTS = ["random", "predict-rank", "greedy-local", "snowball", "oracle", "dqn", "ppo"]
+AGENTS = ["random", "predict-rank", "greedy-local", "snowball", "planner", "oracle", "dqn", "ppo"]
 
 
 def latency(agent: str, sizes=(2341, 10000), steps: int = 50) -> dict[str, float]:

@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate agents over seeded random starts and budgets")
     evaluate.add_argument("--agent", nargs="+", required=True,
-                          help="random, predict-rank, greedy-local, snowball, oracle, dqn, ppo, a saved policy "
+                          help="random, predict-rank, greedy-local, snowball, planner, oracle, dqn, ppo, a saved policy "
                                "folder, or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None, help="a CryoRL-format folder (default: simulated grid)")
     evaluate.add_argument("--split", default="val")

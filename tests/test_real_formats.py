@@ -85,14 +85,14 @@ def test_every_agent_runs_on_classifier_probabilities(aldolase_dir, tmp_path, ca
     data = make_2022_layout(aldolase_dir, tmp_path / "aldolase-2022")
     atlas = load_cryorl_dataset(data, "train")
     assert not atlas.has_ctf_predictions and atlas.predicted_good is not None
-    agents = ["random", "predict-rank", "greedy-local", "snowball", "oracle", "dqn", "ppo"]
+    agents = ["random", "predict-rank", "greedy-local", "snowball", "planner", "oracle", "dqn", "ppo"]
     out = tmp_path / "eval"
     assert main(["evaluate", "--agent", *agents, "--data", str(data), "--split", "train", "--era", "2022",
                  "--costs", "cryorl-2022", "--budgets", "120", "--episodes", "3", "--out", str(out), "--quiet"]) == 0
     summary = pd.read_csv(out / "summary.csv").set_index("agent")["good_mean"]
     assert summary.index.tolist() == agents
     # the classifier carries real information: every rule that reads it beats random by far
-    for agent in ("greedy-local", "snowball", "dqn", "ppo"):
+    for agent in ("greedy-local", "snowball", "planner", "dqn", "ppo"):
         assert summary[agent] > 3 * summary["random"], summary
     assert summary["oracle"] >= summary["greedy-local"]
 

@@ -8,23 +8,26 @@ from cryorl.agents.base import Policy
 from cryorl.agents.baselines import (BASELINES, GreedyLocalPolicy, HumanTracePolicy, OraclePolicy,
                                      PredictRankPolicy, RandomPolicy, SnowballPolicy)
 from cryorl.agents.evaluation import Evaluation, evaluate, evaluate_policy, summarize
+from cryorl.agents.planner import PlannerPolicy
 from cryorl.resources import PRETRAINED_DIR
 
 __all__ = ["Policy", "BASELINES", "RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy",
-           "OraclePolicy", "HumanTracePolicy", "evaluate", "Evaluation", "evaluate_policy", "summarize", "make_policy", "AGENT_NAMES"]
+           "OraclePolicy", "HumanTracePolicy", "PlannerPolicy", "evaluate", "Evaluation", "evaluate_policy",
+           "summarize", "make_policy", "AGENT_NAMES"]
 
-AGENT_NAMES = tuple(BASELINES) + ("dqn", "ppo")
+RULES = {**BASELINES, "planner": PlannerPolicy}
+AGENT_NAMES = tuple(RULES) + ("dqn", "ppo")
 
 
 def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
-    """A policy by name — a baseline (random, predict-rank, greedy-local, snowball, oracle) or a shipped learned
-    policy (dqn, ppo: shipped in the package, ``agents/pretrained/`` in a checkout) — or the path of a saved policy folder, or ``human-trace:PATH``
-    (a timestamps.csv or a file of hole names, one per line)."""
+    """A policy by name — a baseline (random, predict-rank, greedy-local, snowball, oracle), the budget-aware
+    ``planner``, or a shipped learned policy (dqn, ppo: in the package, ``agents/pretrained/`` in a checkout) — or
+    the path of a saved policy folder, or ``human-trace:PATH`` (a timestamps.csv or a file of hole names)."""
     from cryorl.agents.learned import LearnedPolicy
 
     text = str(agent)
-    if text in BASELINES:
-        cls = BASELINES[text]
+    if text in RULES:
+        cls = RULES[text]
         return cls(seed=seed) if cls is RandomPolicy else cls()
     if text in ("dqn", "ppo"):
         folder = PRETRAINED_DIR / text
