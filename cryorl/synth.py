@@ -78,6 +78,18 @@ class GridSpec:
         if not 1 <= self.n_tiles <= self.n_squares <= self.n_patches:
             raise ValueError(f"need 1 ≤ tiles ({self.n_tiles}) ≤ squares ({self.n_squares}) ≤ patches "
                              f"({self.n_patches})")
+        for key in ("squares_per_tile_shape", "patches_per_square_shape", "holes_per_patch_shape"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be positive, not {getattr(self, key)!r}")
+        for key in ("partial_patch_fraction", "hole_defect_fraction", "broken_square_fraction",
+                    "thick_square_fraction", "fit_failure_rate"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"{key} must be between 0 and 1, not {getattr(self, key)!r}")
+        if self.broken_square_fraction + self.thick_square_fraction > 1:
+            raise ValueError("broken_square_fraction + thick_square_fraction must be at most 1")
+        if not self.thick_square_min_nm <= self.thick_square_max_nm:
+            raise ValueError(f"thick_square_min_nm ({self.thick_square_min_nm}) must not exceed thick_square_max_nm "
+                             f"({self.thick_square_max_nm})")
         lo, hi = self.min_holes_per_patch * self.n_patches, self.max_holes_per_patch * self.n_patches
         if not lo <= self.n_holes <= hi:
             raise ValueError(f"{self.n_holes} holes cannot fill {self.n_patches} patches of "

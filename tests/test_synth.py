@@ -69,6 +69,12 @@ def test_impossible_specs_are_refused():
         GridSpec(n_holes=1000, n_patches=10, n_squares=5, n_tiles=2)
     with pytest.raises(ValueError, match="need 1 ≤ tiles"):
         GridSpec(n_tiles=30)
+    with pytest.raises(ValueError, match="broken_square_fraction \\+ thick_square_fraction must be at most 1"):
+        GridSpec(broken_square_fraction=0.7)
+    with pytest.raises(ValueError, match="hole_defect_fraction must be between 0 and 1, not 1.5"):
+        GridSpec(hole_defect_fraction=1.5)
+    with pytest.raises(ValueError, match="holes_per_patch_shape must be positive"):
+        GridSpec(holes_per_patch_shape=0)
 
 
 def test_simulated_names_parse_like_leginon():
