@@ -1,13 +1,20 @@
 """A seeded simulator of grid surveys, calibrated to the real Aldolase session.
 
-The sample model is physical at its core: every hole has an ice thickness (nm), built from a per-square level,
-a smooth gradient across each square, a per-patch offset and per-hole noise; a few squares are broken (no ice)
-or far too thick. CTFMaxRes is a noisy function of thickness: thin ice (≈ 20-60 nm) gives 3-5 Å, thick ice and
-empty holes give poor fits, and about 1 % of fits fail outright (the 100000 Å sentinel of the real files).
-A hole-image model sees the thickness through imaging noise, so the *predicted* CTFMaxRes is a noisy,
-shrunk-to-the-mean version of the truth, with the published regressor's accuracy (MAE ≈ 2.5 Å, r ≈ 0.63).
+Hierarchy: atlas tiles hold one or two squares, squares about six patches, and a patch is the block of up to 25
+holes around a targeted point (median 20); one patch in ten is cut short by the square's edge or a grid bar.
 
-``benchmarks/grid_statistics.py`` prints the statistics of simulated and real grids side by side.
+The sample model is physical at its core: every hole has an ice thickness (nm), built from a per-square level,
+a smooth gradient across each square, a per-patch offset and per-hole noise; a third of the squares are too
+thick (CTFMaxRes ≈ 8-11 Å, almost no good holes) and a few are broken (no ice), and one hole in six is filled
+with thick ice whatever its patch, so most of the spread of quality lies between holes rather than between
+patches. CTFMaxRes is a noisy function of thickness: thin ice (≈ 20-60 nm) gives 3-5 Å, thick ice and empty holes
+give poor fits, and about 1 % of fits fail outright (the 100000 Å sentinel of the real files). A hole-image model
+sees the thickness through imaging noise, so the *predicted* CTFMaxRes is a noisy, shrunk-to-the-mean version of
+the truth, as accurate as the published ResNet-50 on the real training split (MAE ≈ 2.0 Å, r ≈ 0.72; on unseen
+holes it does worse, 2.55 Å and 0.63).
+
+``benchmarks/grid_statistics.py`` prints the statistics of simulated and real grids side by side; the table is in
+``benchmarks/reports/grid_statistics.md``. The 0.1.0 simulator's grid is the ``simulated-0.1.0`` preset.
 """
 from __future__ import annotations
 
@@ -26,29 +33,41 @@ FIT_FAILURE_SENTINEL = 100000.0
 
 @dataclass(frozen=True)
 class GridSpec:
-    """Parameters of a simulated grid. Defaults follow the real Aldolase session (2,341 holes in 172 patches,
-    25 squares, 16 atlas tiles)."""
+    """Parameters of a simulated grid. Defaults follow the real Aldolase session: 2,341 holes in 120 patches of
+    about 20 holes (median 20, 5-25), 20 squares, 13 atlas tiles; ice, CTFMaxRes and predictions calibrated to
+    its training split (``benchmarks/reports/grid_statistics.md``). The 0.1.0 simulator's grid (172 patches of
+    about 13 holes, more uniform patches) is the ``simulated-0.1.0`` preset."""
 
     n_holes: int = 2341
-    n_patches: int = 172
-    n_squares: int = 25
-    n_tiles: int = 16
+    n_patches: int = 120
+    n_squares: int = 20
+    n_tiles: int = 13
     min_holes_per_patch: int = 5
     max_holes_per_patch: int = 25
     hole_spacing_um: float = 2.0
+    # how evenly the counts split (gamma shapes of the split weights: larger is more even)
+    squares_per_tile_shape: float = 8.0
+    patches_per_square_shape: float = 5.0
+    holes_per_patch_shape: float = 30.0      # most patches hold 16-25 holes
+    partial_patch_fraction: float = 0.10     # patches cut short (square edge, grid bar): a uniform share of holes
     # ice thickness model (nm)
-    square_thickness_mean_nm: float = 80.0
-    square_thickness_sd_nm: float = 32.0
-    square_gradient_sd_nm: float = 16.0      # across a square, end to end
-    patch_thickness_sd_nm: float = 14.0
-    hole_thickness_sd_nm: float = 20.0
-    broken_square_fraction: float = 0.08     # no ice: empty holes, poor CTF fits
-    thick_square_fraction: float = 0.10      # far too thick
+    square_thickness_mean_nm: float = 58.0
+    square_thickness_sd_nm: float = 19.0
+    square_gradient_sd_nm: float = 8.0       # across a square, end to end
+    patch_thickness_sd_nm: float = 10.0
+    hole_thickness_sd_nm: float = 11.0
+    hole_defect_fraction: float = 0.16       # holes filled with thick ice (a meniscus): poor CTF in any square
+    hole_defect_nm: float = 132.0            # ice of a filled hole: at least normal(mean, sd)
+    hole_defect_sd_nm: float = 22.0
+    broken_square_fraction: float = 0.04     # no ice: empty holes, poor CTF fits
+    thick_square_fraction: float = 0.37      # too thick: CTFMaxRes about 8-11 Å, almost no good holes
+    thick_square_min_nm: float = 102.0       # ice of a thick square: uniform between these
+    thick_square_max_nm: float = 113.0
     # measurement and perception noise
-    ctf_noise: float = 0.30                  # log-normal sd of the measured CTFMaxRes
-    fit_failure_rate: float = 0.01
-    image_thickness_sd_nm: float = 12.0      # what the low-magnification image misses of the thickness
-    prediction_noise: float = 0.10           # log-normal sd of the regressor's own error
+    ctf_noise: float = 0.14                  # log-normal sd of the measured CTFMaxRes
+    fit_failure_rate: float = 0.01           # ten times more in broken squares
+    image_thickness_sd_nm: float = 15.0      # what the low-magnification image misses of the thickness
+    prediction_noise: float = 0.15           # log-normal sd of the regressor's own error
     prediction_shrinkage: float = 0.75       # regression to the mean of a trained regressor
 
     def __post_init__(self) -> None:
@@ -59,6 +78,18 @@ class GridSpec:
         if not 1 <= self.n_tiles <= self.n_squares <= self.n_patches:
             raise ValueError(f"need 1 ≤ tiles ({self.n_tiles}) ≤ squares ({self.n_squares}) ≤ patches "
                              f"({self.n_patches})")
+        for key in ("squares_per_tile_shape", "patches_per_square_shape", "holes_per_patch_shape"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be positive, not {getattr(self, key)!r}")
+        for key in ("partial_patch_fraction", "hole_defect_fraction", "broken_square_fraction",
+                    "thick_square_fraction", "fit_failure_rate"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"{key} must be between 0 and 1, not {getattr(self, key)!r}")
+        if self.broken_square_fraction + self.thick_square_fraction > 1:
+            raise ValueError("broken_square_fraction + thick_square_fraction must be at most 1")
+        if not self.thick_square_min_nm <= self.thick_square_max_nm:
+            raise ValueError(f"thick_square_min_nm ({self.thick_square_min_nm}) must not exceed thick_square_max_nm "
+                             f"({self.thick_square_max_nm})")
         lo, hi = self.min_holes_per_patch * self.n_patches, self.max_holes_per_patch * self.n_patches
         if not lo <= self.n_holes <= hi:
             raise ValueError(f"{self.n_holes} holes cannot fill {self.n_patches} patches of "
@@ -79,11 +110,15 @@ class GridSpec:
 
     @classmethod
     def with_holes(cls, n_holes: int, **overrides) -> "GridSpec":
-        """A spec of about the real session's shape scaled to ``n_holes`` holes (13.6 holes per patch, 6.9 patches
-        per square, 1.6 squares per tile)."""
-        n_patches = max(1, round(n_holes / 13.6))
-        n_squares = max(1, round(n_patches / 6.88))
-        n_tiles = max(1, round(n_squares / 1.5625))
+        """A spec of the default grid's shape scaled to ``n_holes`` holes (19.5 holes per patch, 6 patches per
+        square, 1.54 squares per tile); the patch count stays within what ``n_holes`` can fill."""
+        default = cls()
+        low = overrides.get("min_holes_per_patch", default.min_holes_per_patch)
+        high = overrides.get("max_holes_per_patch", default.max_holes_per_patch)
+        n_patches = max(1, round(n_holes * default.n_patches / default.n_holes))
+        n_patches = max(min(n_patches, n_holes // low), -(-n_holes // high), 1)
+        n_squares = max(1, round(n_patches * default.n_squares / default.n_patches))
+        n_tiles = max(1, round(n_squares * default.n_tiles / default.n_squares))
         return cls(n_holes=n_holes, n_patches=n_patches, n_squares=n_squares, n_tiles=n_tiles, **overrides)
 
 
@@ -117,12 +152,16 @@ def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: Gri
 
     # hierarchy: every tile has a square, every square two patches where possible
     squares_per_tile = _split_counts(spec.n_squares, spec.n_tiles, 1, spec.n_squares,
-                                     rng.gamma(2.0, size=spec.n_tiles), rng)
+                                     rng.gamma(spec.squares_per_tile_shape, size=spec.n_tiles), rng)
     min_patches = 2 if spec.n_patches >= 2 * spec.n_squares else 1
     patches_per_square = _split_counts(spec.n_patches, spec.n_squares, min_patches, spec.n_patches,
-                                       rng.gamma(3.0, size=spec.n_squares), rng)
+                                       rng.gamma(spec.patches_per_square_shape, size=spec.n_squares), rng)
+    patch_weight = rng.gamma(spec.holes_per_patch_shape, size=spec.n_patches)
+    if spec.partial_patch_fraction > 0:          # only part of the patch's block of holes is on usable film
+        partial = rng.random(spec.n_patches) < spec.partial_patch_fraction
+        patch_weight = np.where(partial, patch_weight * rng.random(spec.n_patches), patch_weight)
     holes_per_patch = _split_counts(spec.n_holes, spec.n_patches, spec.min_holes_per_patch,
-                                    spec.max_holes_per_patch, rng.gamma(4.0, size=spec.n_patches), rng)
+                                    spec.max_holes_per_patch, patch_weight, rng)
     square_tile = np.repeat(np.arange(spec.n_tiles), squares_per_tile)
     patch_square = np.repeat(np.arange(spec.n_squares), patches_per_square)
     hole_patch = np.repeat(np.arange(spec.n_patches), holes_per_patch)
@@ -136,7 +175,8 @@ def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: Gri
     square_level = np.where(kind == 0, rng.normal(spec.square_thickness_mean_nm, spec.square_thickness_sd_nm,
                                                   spec.n_squares),
                             np.where(kind == 1, rng.uniform(0.0, 12.0, spec.n_squares),
-                                     rng.uniform(100.0, 150.0, spec.n_squares)))
+                                     rng.uniform(spec.thick_square_min_nm, spec.thick_square_max_nm,
+                                                 spec.n_squares)))
     patch_rank = np.arange(spec.n_patches) - np.repeat(np.cumsum(patches_per_square) - patches_per_square,
                                                        patches_per_square)
     patch_pos = (patch_rank + 0.5) / patches_per_square[patch_square] - 0.5     # -0.5 … 0.5 across the square
@@ -145,7 +185,12 @@ def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: Gri
                    + rng.normal(0.0, spec.patch_thickness_sd_nm, spec.n_patches))
     broken = kind[hole_square] == 1
     hole_sd = np.where(broken, 4.0, spec.hole_thickness_sd_nm)
-    thickness = np.maximum(patch_level[hole_patch] + rng.normal(0.0, 1.0, n) * hole_sd, 0.0)
+    thickness = patch_level[hole_patch] + rng.normal(0.0, 1.0, n) * hole_sd
+    if spec.hole_defect_fraction > 0:            # single holes filled with thick ice, whatever their patch
+        defect = (rng.random(n) < spec.hole_defect_fraction) & ~broken
+        thickness = np.where(defect, np.maximum(thickness, rng.normal(spec.hole_defect_nm, spec.hole_defect_sd_nm,
+                                                                      n)), thickness)
+    thickness = np.maximum(thickness, 0.0)
 
     # measured CTFMaxRes, with failed fits; predictions from what the image shows
     true_ctf = ctf_from_thickness(thickness) * np.exp(rng.normal(0.0, spec.ctf_noise, n))

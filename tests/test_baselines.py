@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryorl import CryoEMEnv, simulate_atlas
+from cryorl import CryoEMEnv, GridSpec, simulate_atlas
 from cryorl.agents import (GreedyLocalPolicy, HumanTracePolicy, OraclePolicy, PredictRankPolicy, SnowballPolicy,
                            evaluate_policy, make_policy, summarize)
 from cryorl.agents.evaluation import SUMMARY_COLUMNS, TRAJECTORY_COLUMNS
@@ -132,7 +132,7 @@ def patches_left_early(frame, atlas, threshold=6.0):
 
 
 def test_baselines_scale_to_large_grids():
-    atlas = simulate_atlas(0, n_holes=10000, n_patches=735, n_squares=107, n_tiles=68)
+    atlas = simulate_atlas(0, GridSpec.with_holes(10000))              # 513 patches, 86 squares, 56 tiles
     names = ("random", "predict-rank", "greedy-local", "snowball", "oracle")
     frames = {name: evaluate_policy(make_policy(name, seed=0), atlas, episodes=1, budgets=[60]) for name in names}
     for name, frame in frames.items():

@@ -195,7 +195,7 @@ def test_render_before_reset_is_a_clear_error(tiny_atlas):
 
 def test_a_simulated_grid_from_a_hole_count_scales_its_hierarchy():
     env = CryoEMEnv(grid={"n_holes": 10000}, grid_seed=1)
-    assert len(env.atlas) == 10000 and env.atlas.n_patches == 735
+    assert len(env.atlas) == 10000 and env.atlas.n_patches == 513          # the default shape: 19.5 holes per patch
     with pytest.raises(ValueError, match=r"unknown grid settings \['holes'\]"):
         CryoEMEnv(grid={"holes": 100})
     with pytest.raises(ValueError, match="n_holes must be a positive integer, not 0"):

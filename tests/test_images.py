@@ -181,7 +181,9 @@ def test_atlas_from_images_recovers_the_hierarchy(tiny_session):
     assert list(atlas.names) == list(loaded.names)
     for level in ("tile", "square", "patch"):
         assert np.array_equal(getattr(atlas, level), getattr(loaded, level))
-    assert images["distance_px"].max() < 0.1 * 25            # within 10 % of the hole radius (25 px)
+    # found centres within 6 % of the hole radius (25 px) typically and 15 % at worst: a hole's edge is fainter under
+    # thick ice, and on eight seeds the worst hole is 0.6-3.1 px off with the 0.1.0 grid, 1.3-3.2 px with this one
+    assert np.median(images["distance_px"]) < 0.06 * 25 and images["distance_px"].max() < 0.15 * 25
     holes = pd.read_csv(tiny_session / "holes.csv").set_index("hole").loc[images["hole"]]
     clean = (holes["true_ctf"] < 1000).to_numpy()           # failed fits carry an ice crystal on top
     error = np.abs(images["ice_nm"].to_numpy() - holes["thickness_nm"].to_numpy())

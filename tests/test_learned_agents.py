@@ -49,23 +49,27 @@ def test_q_network_masks_invalid_holes_and_exploration_is_valid(monkeypatch):
     torch.manual_seed(0)
     model = MaskedDQN(HoleDQNPolicy, small_venv(), learning_starts=50, buffer_size=500, seed=0)
     obs = model.env.reset()
-    before = {k: v.copy() for k, v in obs.items()}          # every hole valid
-    obs["action_mask"][0, :150] = 0                       # pretend most holes were visited
+    before = {k: v.copy() for k, v in obs.items()}          # every hole valid but the start hole
+    # pretend most holes were visited, among them those the target network scores highest
+    visited = np.argsort(unmasked_scores(model.q_net_target, before).numpy())[-150:]
+    obs["action_mask"][0, visited] = 0
+    valid = obs["action_mask"][0].astype(bool)            # 50 holes, or 49 if the start hole is among them
+    assert valid.sum() in (49, 50)
     q = model.q_net(observation_to_tensors(obs))
-    assert (q[0, :150] == -1e8).all() and (q[0, 150:] > -1e7).all()
+    assert (q[0, ~valid] == -1e8).all() and (q[0, valid] > -1e7).all()
     # the bootstrap target (max over next Q-values of the target network) is the max over valid holes only:
     # here an invalid hole scores highest unmasked, so an unmasked target would be larger
     raw = unmasked_scores(model.q_net_target, obs)
-    assert raw[:150].max() > raw[150:].max()
-    target = bootstrap_targets(model, before, obs, 160, 0.5, monkeypatch)
-    assert target.item() == pytest.approx(0.5 + model.gamma * raw[150:].max().item(), abs=1e-6)
+    assert raw[~valid].max() > raw[valid].max()
+    target = bootstrap_targets(model, before, obs, int(np.flatnonzero(valid)[0]), 0.5, monkeypatch)
+    assert target.item() == pytest.approx(0.5 + model.gamma * raw[valid].max().item(), abs=1e-6)
     model.exploration_rate = 1.0
     explored = {int(model.predict(obs, deterministic=False)[0][0]) for _ in range(300)}
-    assert min(explored) >= 150 and len(explored) > 20    # ε-greedy samples only valid holes
-    assert int(model.predict(obs, deterministic=True)[0][0]) >= 150
+    assert valid[sorted(explored)].all() and len(explored) > 20    # ε-greedy samples only valid holes
+    assert valid[int(model.predict(obs, deterministic=True)[0][0])]
     model._last_obs = obs
     warmup = {int(model._sample_action(learning_starts=10**6)[0][0]) for _ in range(300)}
-    assert min(warmup) >= 150                             # and so does the warm-up
+    assert valid[sorted(warmup)].all()                    # and so does the warm-up
 
 
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])

@@ -30,7 +30,8 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_ships_presets_policies_hyperparameters_and_license(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for preset in ("default", "aldolase", "aldolase-papers", "simulated-large", "simulated-timestamps"):
+    for preset in ("default", "aldolase", "aldolase-papers", "simulated-0.1.0", "simulated-large",
+                   "simulated-timestamps"):
         assert f"cryorl/resources/envs/{preset}.yaml" in names
     for agent in ("dqn", "ppo"):
         for file in ("scorer.pt", "config.json", "MODEL_CARD.md"):

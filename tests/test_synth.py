@@ -12,25 +12,53 @@ def test_same_seed_same_grid():
     assert not simulate_hole_table(5).true_ctf.equals(a.true_ctf)
 
 
+# grid_statistics of the real Aldolase training split (1,197 holes; benchmarks/reports/grid_statistics.md)
+REAL_TRAIN_SPLIT = {
+    "holes/patch min": 5, "holes/patch median": 21, "holes/patch max": 25, "patches/square median": 6,
+    "squares/tile median": 1.5, "fraction good (<= 6 A)": 0.451, "fraction CTF fit failed": 0.0134,
+    "CTF median (A)": 6.733, "CTF 10th percentile (A)": 3.415, "CTF 90th percentile (A)": 13.530,
+    "good eta2 within patch": 0.487, "good eta2 within square": 0.401, "CTF eta2 within patch": 0.364,
+    "CTF eta2 within square": 0.223, "fraction of squares mostly bad (<10% good)": 0.333,
+    "prediction MAE (A)": 1.966, "prediction Pearson r": 0.711, "prediction Spearman rho": 0.785,
+    "prediction accuracy at 6 A": 0.866,
+}
+
+
 def test_default_grid_has_the_real_session_shape():
     atlas = simulate_atlas(0)
-    assert (len(atlas), atlas.n_patches, atlas.n_squares, atlas.n_tiles) == (2341, 172, 25, 16)
+    assert (len(atlas), atlas.n_patches, atlas.n_squares, atlas.n_tiles) == (2341, 120, 20, 13)
     per_patch = atlas.holes_per_patch()
     assert per_patch.min() >= 5 and per_patch.max() <= 25
+    assert 18 <= np.median(per_patch) <= 22                         # real: 21 (the 0.1.0 grid: 13)
     assert atlas.position_unit == "um"
 
 
-def test_statistics_are_realistic_on_average():
+def test_statistics_match_the_real_split_on_average():
     stats = pd.DataFrame([grid_statistics(simulate_atlas(seed)) for seed in range(8)]).mean()
-    assert 0.30 < stats["fraction good (<= 6 A)"] < 0.50            # real session: ~38 % (train split 45 %)
-    assert 0.005 < stats["fraction CTF fit failed"] < 0.04          # real: 1.3 %
-    assert 0.3 < stats["good eta2 within patch"] < 0.6              # real: 0.49, strong clustering
-    assert 0.15 < stats["good eta2 within square"] < 0.5            # real: 0.40
-    assert 2.0 < stats["prediction MAE (A)"] < 3.2                  # published ResNet-50: 2.55 Å
-    assert 0.55 < stats["prediction Pearson r"] < 0.8               # published: 0.63
+    off = {key: round(stats[key] / real, 2) for key, real in REAL_TRAIN_SPLIT.items()
+           if not 0.8 <= stats[key] / real <= 1.2}
+    assert not off, f"simulated / real outside 0.8-1.2: {off}"
 
 
-@pytest.mark.parametrize("n_holes", [40, 1000, 10000])
+def test_reference_values_are_the_real_split(aldolase):
+    stats = grid_statistics(aldolase)
+    assert {key: round(stats[key], 3) for key in REAL_TRAIN_SPLIT} == pytest.approx(REAL_TRAIN_SPLIT, abs=0.001)
+
+
+def test_the_0_1_0_grid_is_a_preset():
+    from cryorl.presets import load_preset
+
+    spec = GridSpec.from_mapping(load_preset("simulated-0.1.0")["grid"])
+    frame = simulate_hole_table(0, spec)                  # the same grid as cryorl 0.1.0's simulate_hole_table(0)
+    assert frame.groupby(["tile", "square", "patch"]).ngroups == 172 and frame["square"].nunique() == 25
+    assert frame.groupby("patch").size().median() == 13
+    assert frame["hole"].iloc[1000] == "sim_00004gr_00009sq_v01_00010hl_v01_00022en-a"
+    np.testing.assert_allclose(frame[["thickness_nm", "true_ctf", "predicted_ctf"]].iloc[1000],
+                               [119.631190, 13.675664, 10.273911], rtol=1e-6)
+    assert frame["thickness_nm"].sum() == pytest.approx(172111.8266750959, rel=1e-9)
+
+
+@pytest.mark.parametrize("n_holes", [26, 40, 1000, 10000])         # 26: two patches, not one of 26
 def test_scaled_specs(n_holes):
     atlas = simulate_atlas(1, GridSpec.with_holes(n_holes))
     assert len(atlas) == n_holes
@@ -41,6 +69,12 @@ def test_impossible_specs_are_refused():
         GridSpec(n_holes=1000, n_patches=10, n_squares=5, n_tiles=2)
     with pytest.raises(ValueError, match="need 1 ≤ tiles"):
         GridSpec(n_tiles=30)
+    with pytest.raises(ValueError, match="broken_square_fraction \\+ thick_square_fraction must be at most 1"):
+        GridSpec(broken_square_fraction=0.7)
+    with pytest.raises(ValueError, match="hole_defect_fraction must be between 0 and 1, not 1.5"):
+        GridSpec(hole_defect_fraction=1.5)
+    with pytest.raises(ValueError, match="holes_per_patch_shape must be positive"):
+        GridSpec(holes_per_patch_shape=0)
 
 
 def test_simulated_names_parse_like_leginon():
