@@ -3,9 +3,12 @@ greedy-local → oracle gap a policy closes, and decision latency.
 
     python benchmarks/agents.py --agents greedy-local snowball oracle dqn ppo [--episodes 50] [--out DIR]
     python benchmarks/agents.py --agents dqn --real-tiles 3 4 5      # real held-out part only
+    python benchmarks/agents.py --costs cryorl-2022 --classifier --budgets 120 240 360 480 600   # the 2022 setting
 
 Grids: simulated grids of the real session's shape whose seeds no training run draws (90001-90003), and the real
 Aldolase training split from ../shared (or --data), whole or restricted to the tiles a run did not train on.
+``--classifier`` replaces every grid's predicted CTFMaxRes by a two-class classifier's probability of CTFMaxRes
+< 6 Å (sigmoid((6 − predicted) / 1.5 Å), two decimals, as the 2022 release has it) for the first paper's setting.
 """
 from __future__ import annotations
 
@@ -24,16 +27,21 @@ from decision_latency import latency      # benchmarks/ is on sys.path when this
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 
 
+def as_classifier(atlas):
+    """The grid with a classifier's probabilities of CTFMaxRes < 6 Å in place of predicted CTFMaxRes."""
+    return atlas.with_predictions(predicted_good=np.round(1.0 / (1.0 + np.exp(-(6.0 - atlas.predicted_ctf) / 1.5)), 2))
+
+
 def grids(args) -> dict[str, object]:
     out = {f"sim-{seed}": simulate_atlas(seed) for seed in args.sim_seeds}
-    if args.data.exists():
+    if (args.data / f"target_CTF_Y1_{args.split}.csv").exists():
         real = load_cryorl_dataset(args.data, args.split)
         if args.real_tiles:
             real = real.subset(np.isin(real.tile, args.real_tiles))
             out[f"real-tiles-{'-'.join(map(str, args.real_tiles))}"] = real
         else:
             out["real-train-split"] = real
-    return out
+    return {name: as_classifier(atlas) for name, atlas in out.items()} if args.classifier else out
 
 
 def main() -> None:
@@ -47,6 +55,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split", default="train")
     parser.add_argument("--real-tiles", type=int, nargs="*", default=None)
+    parser.add_argument("--costs", default="cryorl-2023", help="cost preset (cryorl-2023, cryorl-2022, ...)")
+    parser.add_argument("--classifier", action="store_true", help="classifier probabilities instead of CTFMaxRes")
     parser.add_argument("--out", type=Path, default=None, help="write summary.csv here")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for one decision)")
     args = parser.parse_args()
@@ -56,7 +66,7 @@ def main() -> None:
     for grid_name, atlas in grids(args).items():
         for agent in dict.fromkeys(args.agents + ["greedy-local", "oracle"]):
             trajectories = evaluate_policy(make_policy(agent, seed=args.seed), atlas, episodes=args.episodes,
-                                           seed=args.seed, budgets=args.budgets)
+                                           seed=args.seed, budgets=args.budgets, costs=args.costs)
             summary = summarize(trajectories)
             summary.insert(0, "grid", grid_name)
             rows.append(summary)
