@@ -27,7 +27,7 @@ import numpy as np
 
 from cryorl.atlas import Atlas
 from cryorl.fileio import atomic_write_text
-from cryorl.quality import predicted_quality
+from cryorl.quality import CLASSIFIER_THRESHOLD, predicted_quality, probability_good
 from cryorl.resources import RESOURCES
 
 __all__ = ["Calibration", "FEATURES", "DEFAULT_CALIBRATION", "default_calibration", "fit_on_simulated_grids"]
@@ -62,8 +62,8 @@ class Calibration:
 
     def log_odds(self, atlas: Atlas) -> np.ndarray:
         """Per hole, the log-odds that it is good."""
-        if not atlas.has_ctf_predictions and self.threshold == 6.0:
-            p = np.clip(np.asarray(atlas.predicted_good, dtype=np.float64), 1e-4, 1 - 1e-4)
+        if not atlas.has_ctf_predictions and self.threshold == CLASSIFIER_THRESHOLD:
+            p = np.clip(probability_good(atlas, self.threshold), 1e-4, 1 - 1e-4)
             return np.log(p) - np.log1p(-p)
         return calibration_features(atlas, self.threshold) @ np.asarray(self.weights)
 

@@ -2,21 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
 __all__ = ["main"]
-
-
-def _budgets(values: list[float]) -> list[float]:
-    """Budgets in minutes: positive, finite, each once."""
-    for value in values:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"--budgets: {value:g} is not a positive number of minutes")
-    _once(values, "--budgets")
-    return values
 
 
 def _once(values: list, option: str) -> None:
@@ -38,10 +28,11 @@ def _data_download(args: argparse.Namespace) -> int:
     from cryorl.download import DownloadError, download_dataset
 
     try:
-        dest = download_dataset(args.name, args.dest, era=args.era, split=args.split, base_url=args.base_url)
+        dest = download_dataset(args.name, args.dest, era=args.era, split=args.split, base_url=args.base_url,
+                                overwrite=args.overwrite)
     except DownloadError as error:
-        print(f"cryorl: {error}", file=sys.stderr)
-        return 1
+        print(f"cryorl: {_one_line(error)}", file=sys.stderr)
+        return 2
     print(f"data in {dest}")
     return 0
 
@@ -62,11 +53,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from cryorl.agents import evaluate_policy, make_policy, summarize
+    from cryorl.agents.evaluation import check_budgets
     from cryorl.env import CryoEMEnv
-    from cryorl.outputs import output_folder
+    from cryorl.outputs import check_output_folder, output_folder
 
     _once(args.agent, "--agent")
-    budgets, episodes = _budgets(args.budgets), _episodes(args.episodes)
+    budgets, episodes = check_budgets(args.budgets), _episodes(args.episodes)
+    check_output_folder(args.out, overwrite=args.overwrite, what="evaluation", inputs=[args.data])
     torch.set_num_threads(args.threads)
     env_kwargs = dict(costs=args.costs, threshold=args.threshold)
     if args.data is not None:
@@ -77,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         env = CryoEMEnv(grid_seed=args.grid_seed, **env_kwargs)
     policies = [make_policy(agent, seed=args.seed) for agent in args.agent]
     _once([p.name for p in policies], "--agent (policy names)")
-    with output_folder(args.out, overwrite=args.overwrite, what="evaluation") as out:
+    with output_folder(args.out, overwrite=args.overwrite, what="evaluation", inputs=[args.data]) as out:
         frames, decision_ms = [], {}
         for policy in policies:
             trajectories = evaluate_policy(policy, env, episodes=episodes, seed=args.seed, budgets=budgets,
@@ -100,14 +93,19 @@ def _benchmark(args: argparse.Namespace) -> int:
     import torch
 
     from cryorl.agents import make_policy
+    from cryorl.agents.evaluation import check_budgets
     from cryorl.benchmark import run_benchmark
     from cryorl.human import load_human_trace, simulate_operator
     from cryorl.markdown import markdown_table
-    from cryorl.outputs import output_folder
+    from cryorl.outputs import check_output_folder, output_folder
     from cryorl.report import write_report
 
     _once(args.agents, "--agents")
-    budgets, episodes = _budgets(args.budgets), _episodes(args.episodes)
+    budgets, episodes = check_budgets(args.budgets), _episodes(args.episodes)
+    if args.operators is not None and args.operators < 0:
+        raise ValueError(f"--operators must be 0 or more, not {args.operators}")
+    inputs = [args.data, *args.trace]
+    check_output_folder(args.out, overwrite=args.overwrite, what="report", inputs=inputs)
     torch.set_num_threads(args.threads)
     traces = [load_human_trace(path) for path in args.trace]
     if args.data is not None:
@@ -128,7 +126,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                                  name=f"simulated operator {seed}") for seed in range(operators)]
     policies = [make_policy(agent, seed=args.seed) for agent in args.agents]
     command = "cryorl " + " ".join(shlex.quote(a) for a in args.argv)
-    with output_folder(args.out, overwrite=args.overwrite, what="report") as out:
+    with output_folder(args.out, overwrite=args.overwrite, what="report", inputs=inputs) as out:
         result = run_benchmark(atlas, agents=policies, traces=traces, budgets=budgets, episodes=episodes,
                                seed=args.seed, costs=args.costs, threshold=args.threshold, grid=grid,
                                published=args.published, progress=not args.quiet, command=command)
@@ -148,12 +146,11 @@ def _simulate(args: argparse.Namespace) -> int:
     from cryorl.synth import GridSpec
     from cryorl.synth_session import simulate_session
 
-    spec = GridSpec()
-    if args.preset:
-        grid = load_preset(args.preset).get("grid") or {}
-        spec = GridSpec.from_mapping(grid)
-    if args.holes is not None:
-        spec = GridSpec.from_mapping({"n_holes": args.holes})
+    grid = (load_preset(args.preset).get("grid") or {}) if args.preset else {}
+    if args.holes is not None:                        # the preset's shape (if any) scaled to this many holes
+        grid = {k: v for k, v in grid.items() if k not in ("n_patches", "n_squares", "n_tiles")}
+        grid["n_holes"] = args.holes
+    spec = GridSpec.from_mapping(grid)
     with output_folder(args.out, overwrite=args.overwrite, what="simulated session") as out:
         simulate_session(out, args.seed, spec, crops=args.crops, split=args.split, progress=not args.quiet)
     print(f"simulated session ({spec.n_holes} holes, seed {args.seed}) in {args.out}; "
@@ -180,15 +177,16 @@ def _look(args: argparse.Namespace) -> int:
     from cryorl.outputs import output_folder
 
     target = args.out if args.out is not None else args.dir / "look"
-    with output_folder(target, overwrite=args.overwrite, what="pictures") as out:
+    with output_folder(target, overwrite=args.overwrite, what="pictures", inputs=[args.dir]) as out:
         paths = look_at_session(args.dir, out, args.hole_diameter, args.hole_pitch)
     for path in paths:
         print(target / Path(path).relative_to(out))
     return 0
 
 
-def _perception_data(args: argparse.Namespace, seeds: list[int] | None):
-    """Crops and CTFMaxRes: from a session folder (crops/ and its CTF table) or simulated grids."""
+def _perception_data(args: argparse.Namespace, seeds: list[int] | None, labelled_only: bool = True):
+    """Crops and CTFMaxRes: from a session folder (crops/ and its CTF table) or simulated grids. With
+    ``labelled_only`` the crops without a CTF row are left out (and counted on stderr)."""
     import numpy as np
 
     if args.data is not None:
@@ -202,7 +200,7 @@ def _perception_data(args: argparse.Namespace, seeds: list[int] | None):
         ctf = read_ctf_csv(tables[0]).set_index("name")["ctf_max_res"]
         values = ctf.reindex(names).to_numpy(np.float64)
         labelled = np.isfinite(values)
-        if not labelled.all() and not getattr(args, "keep_unlabelled", False):
+        if not labelled.all() and labelled_only:
             if not labelled.any():
                 raise ValueError(f"none of the {len(names)} crops in {args.data / 'crops'} has a row in "
                                  f"{tables[0]}: nothing to train or evaluate on")
@@ -232,11 +230,12 @@ def _perception(args: argparse.Namespace) -> int:
     if args.perception_command == "train":
         import numpy as np
 
-        from cryorl.outputs import output_folder
+        from cryorl.outputs import check_output_folder, output_folder
 
-        with output_folder(args.out, overwrite=args.overwrite, what="predictor"):
-            pass                                     # refuse an occupied --out before the training, not after
+        check_output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data])
         _, crops, ctf = _perception_data(args, args.grids)
+        if ctf is None:
+            raise ValueError(f"no CTF table (target_CTF_*.csv or CTF_*_by_hl.csv) in {args.data} to train on")
         if args.data is not None:                     # hold out a fifth of the session's holes
             held = np.random.default_rng(args.seed).random(len(crops)) < 0.2
             crops, ctf, val_crops, val_ctf = crops[~held], ctf[~held], crops[held], ctf[held]
@@ -245,7 +244,7 @@ def _perception(args: argparse.Namespace) -> int:
         predictor = HoleQualityPredictor(args.backbone, target=args.target, input_size=args.input_size)
         history = predictor.fit(crops, ctf, validation=(val_crops, val_ctf), epochs=args.epochs,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet)
-        with output_folder(args.out, overwrite=args.overwrite, what="predictor") as out:
+        with output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data]) as out:
             predictor.save(out, {"train": str(args.data or f"simulated grids {args.grids}"),
                                  "validation": f"a fifth of {args.data}" if args.data else
                                  f"simulated grids {args.val_grids}", "epochs": args.epochs,
@@ -257,9 +256,9 @@ def _perception(args: argparse.Namespace) -> int:
         from cryorl.outputs import check_output_file
 
         check_output_file(args.out, overwrite=args.overwrite)
-        args.keep_unlabelled = True                  # predictions are for every crop, measured or not
     predictor = HoleQualityPredictor.load(args.model)
-    names, crops, ctf = _perception_data(args, args.grids)
+    # predictions are for every crop, measured or not
+    names, crops, ctf = _perception_data(args, args.grids, labelled_only=args.perception_command != "predict")
     if args.perception_command == "evaluate":
         if ctf is None:
             raise ValueError(f"no CTF table in {args.data} to evaluate against")
@@ -303,12 +302,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``cryorl: …``) and exit status 2, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
 
     from cryorl import __version__
 
-    parser = argparse.ArgumentParser(prog="cryorl", description=__doc__)
+    parser = _Parser(prog="cryorl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cryorl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     overwrite = "replace an existing --out as a whole (without it, a folder or file that exists is refused)"
@@ -322,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="2023: regressor predictions (default); 2022: the first paper's classifier split")
     download.add_argument("--split", choices=["train", "val", "all"], default="all")
     download.add_argument("--base-url", default=None, help="mirror address instead of the public repository")
+    download.add_argument("--overwrite", action="store_true",
+                          help="replace files of the same names whose content differs from the published files")
     download.set_defaults(run=_data_download)
 
     info = data.add_parser("info", help="hierarchy counts and quality statistics of a downloaded split")

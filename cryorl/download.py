@@ -135,10 +135,11 @@ def _dataset(name: str, era: str) -> RemoteDataset:
 
 def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = None, *, era: str = "2023",
                      split: str = "all", base_url: str | None = None, timeout: float = 60.0,
-                     log=print) -> Path:
+                     overwrite: bool = False, log=print) -> Path:
     """Download a dataset's files into ``dest`` (default: the cache), verifying SHA-256.
 
-    Files already present with the right checksum are kept without a download. ``split`` ("train", "val" or
+    Files already present with the right checksum are kept without a download; a file of the same name whose
+    content differs is not replaced unless ``overwrite`` (it may be a user's own). ``split`` ("train", "val" or
     "all") limits the files fetched. ``base_url`` (or ``$CRYORL_DOWNLOAD_URL``) replaces the public repository
     address, e.g. for a mirror. A file that fails (network error, more bytes than expected, wrong checksum) is
     reported and the others are still tried; then one single-line DownloadError lists the failures. Returns the
@@ -159,6 +160,11 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
             log(f"ok       {target} (checksum matches)")
             continue
         url = f"{base}/{remote.name}"
+        if target.exists() and not overwrite:
+            failures.append(f"{target} exists and differs from the published file; move it away or pass "
+                            "--overwrite to replace it")
+            log(f"FAILED   {remote.name}: {failures[-1]}")
+            continue
         try:
             with atomic_path(target) as tmp:
                 _fetch(url, tmp, remote.max_bytes, timeout)
@@ -167,8 +173,8 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
                     kept = " (the existing file is kept)" if target.exists() else ""
                     raise DownloadError(f"{url}: SHA-256 {digest} does not match the published "
                                         f"{remote.sha256}; refusing the file{kept}")
-        except DownloadError as error:
-            failures.append(str(error))
+        except (DownloadError, OSError) as error:            # OSError: the file cannot be written here
+            failures.append(str(error) if isinstance(error, DownloadError) else f"cannot write {target}: {error}")
             log(f"FAILED   {remote.name}: {error}")
             continue
         log(f"fetched  {target}")

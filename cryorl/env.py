@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -110,7 +109,8 @@ class CryoEMEnv(gym.Env):
             from cryorl.presets import load_preset
 
             loaded = load_preset(preset)
-            atlas = loaded.pop("atlas", atlas)
+            preset_atlas = loaded.pop("atlas", None)
+            atlas = atlas if atlas is not None else preset_atlas          # an explicit atlas wins too
             # explicit keyword arguments (anything not None) win over the preset
             settings = {k: v if v is not None else loaded.get(k) for k, v in settings.items()}
         settings = {k: v if v is not None else ENV_DEFAULTS.get(k) for k, v in settings.items()}

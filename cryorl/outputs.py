@@ -2,8 +2,9 @@
 
 A command writes its whole output into a fresh temporary folder beside the target and renames it into place
 when it has finished, so a killed or concurrent run never leaves a folder that mixes two runs' files. A target
-that already holds files is refused unless ``overwrite`` is given, and is then replaced as a whole. Temporary
-folders of runs that died are removed by the next run into the same place.
+that already holds files is refused unless ``overwrite`` is given, and is then replaced as a whole — never when
+it is, or holds, one of the command's inputs. Temporary folders of runs that died are removed by the next run
+into the same place.
 """
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-__all__ = ["OutputExistsError", "OutputNotWritableError", "output_folder", "check_output_file"]
+from cryorl.fileio import umask
+
+__all__ = ["OutputExistsError", "OutputNotWritableError", "check_output_folder", "output_folder",
+           "check_output_file"]
 
 _PARTIAL = ".partial-"
 
@@ -48,19 +52,40 @@ def _remove_leftovers(target: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-@contextmanager
-def output_folder(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> Iterator[Path]:
-    """Yield an empty temporary folder to write ``path``'s contents into; on success it becomes ``path``.
+def _occupied(target: Path) -> bool:
+    return target.is_dir() and any(target.iterdir())
 
-    Raises :class:`OutputExistsError` before any work when ``path`` is a non-empty folder and ``overwrite`` is
-    false (or when ``path`` is a file), and :class:`OutputNotWritableError` when it cannot be written.
-    """
-    target = Path(path).expanduser()
+
+def check_output_folder(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output",
+                        inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Refuse, before any work, an output folder that is a file, holds files (unless ``overwrite``), or is or
+    holds one of the command's ``inputs``; create nothing."""
+    target = Path(path).expanduser().absolute()
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} is a file; the {what} needs a folder: choose another --out")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
+    for source in inputs:
+        if source is None:
+            continue
+        source = Path(source).expanduser().absolute()
+        if source == target or target in source.parents:
+            raise OutputExistsError(f"--out {target} is or holds the input {source}; choose another --out")
+    if _occupied(target) and not overwrite:
         raise OutputExistsError(f"{target} already holds files; choose another --out, or pass --overwrite to "
                                 f"replace that folder as a whole with the new {what}")
+    return target
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output",
+                  inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
+    """Yield an empty temporary folder to write ``path``'s contents into; on success it becomes ``path``.
+
+    Refuses before any work what :func:`check_output_folder` refuses, and raises
+    :class:`OutputNotWritableError` when the folder cannot be written. If a folder with files appeared at
+    ``path`` meanwhile it is not replaced without ``overwrite``; a replaced folder comes back if the final rename
+    fails.
+    """
+    target = check_output_folder(path, overwrite=overwrite, what=what, inputs=inputs)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(target)
@@ -69,12 +94,20 @@ def output_folder(path: str | os.PathLike, *, overwrite: bool = False, what: str
         raise OutputNotWritableError(f"cannot write the {what} to {target}: {error.strerror or error}") from None
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
+        if _occupied(target) and not overwrite:                     # someone wrote there while we worked
+            raise OutputExistsError(f"{target} filled with other files while this command ran; its own output "
+                                    "was not written (run it again with another --out)")
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}{_PARTIAL}{os.getpid()}-old-{tmp.name[-8:]}")
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:
+                os.replace(old, target)                              # put the previous output back
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -96,9 +129,3 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool = False) -> Pa
     if not os.access(target.parent, os.W_OK):
         raise OutputNotWritableError(f"cannot write {target}: {target.parent} is not writable")
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

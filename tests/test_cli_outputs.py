@@ -52,6 +52,36 @@ def test_every_output_command_refuses_to_overwrite(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "mine.csv"]       # no leftovers
 
 
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("the user's trained predictor")
+    # a training that fails (no CTF table in the session) must not have removed the predictor first
+    empty = tmp_path / "session"
+    (empty / "crops").mkdir(parents=True)
+    shutil.copy(next((SAMPLES / "crops").glob("*.mrc")), empty / "crops")
+    assert main(["perception", "train", "--data", str(empty), "--backbone", "bl_resnet_tiny", "--epochs", "1",
+                 "--out", str(model), "--overwrite", "--quiet"]) == 2
+    assert "no CTF table" in capsys.readouterr().err
+    assert (model / "config.json").read_text() == "the user's trained predictor"
+    # an --out that is, or holds, an input is never replaced, --overwrite or not
+    assert main(["look", str(SAMPLES), "--out", str(SAMPLES), "--overwrite"]) == 2
+    assert "is or holds the input" in capsys.readouterr().err and (SAMPLES / "patches").is_dir()
+    assert main(["evaluate", "--agent", "random", "--data", str(empty), "--out", str(tmp_path), "--overwrite",
+                 *QUICK]) == 2
+    assert "is or holds the input" in capsys.readouterr().err and empty.is_dir()
+
+
+def test_a_folder_filled_during_the_run_is_not_replaced(tmp_path):
+    out = tmp_path / "report"
+    with pytest.raises(OutputExistsError, match="filled with other files while this command ran"):
+        with output_folder(out) as folder:
+            (folder / "report.md").write_text("ours")
+            out.mkdir()
+            (out / "theirs.txt").write_text("someone else's")
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"] and len(list(tmp_path.iterdir())) == 1
+
+
 def test_a_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(tmp_path):
     out = tmp_path / "report"
     with output_folder(out) as folder:
@@ -76,10 +106,10 @@ def test_counts_are_never_doubled_and_bad_numbers_stop_before_any_work(tmp_path,
     out = tmp_path / "eval"
     cases = {
         ("--agent", "random", "random"): "--agent lists random twice",
-        ("--agent", "random", "--budgets", "60", "60"): "--budgets lists 60 twice",
+        ("--agent", "random", "--budgets", "60", "60"): "budget 60 is listed twice",
         ("--agent", "random", "--episodes", "0"): "--episodes must be at least 1, not 0",
-        ("--agent", "random", "--budgets", "-30"): "--budgets: -30 is not a positive number of minutes",
-        ("--agent", "random", "--budgets", "nan"): "--budgets: nan is not a positive",
+        ("--agent", "random", "--budgets", "-30"): "budget -30 is not a positive number of minutes",
+        ("--agent", "random", "--budgets", "nan"): "budget nan is not a positive",
     }
     for arguments, message in cases.items():
         assert main(["evaluate", *arguments, "--out", str(out), "--quiet"]) == 2
@@ -138,7 +168,6 @@ def test_perception_training_skips_crops_without_a_ctf_row(tmp_path, capsys):
     assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_tiny", "--epochs", "1",
                  "--input-size", "64", "--out", str(out), "--quiet", "--threads", "1"]) == 0
     assert f"skipping 10 of 30 crops without a CTF row in {table}" in capsys.readouterr().err
-    table.write_text("")
     table.unlink()
     (session / "target_CTF_Y1_sample.csv").write_text(rows[0].replace("sim_", "other_") + "\n")
     assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_tiny", "--epochs", "1",
@@ -161,7 +190,6 @@ def test_ship_accepts_plain_names_only(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "agents" / "ship.py"), "--run", str(tmp_path), "--name",
                              "..", "--summary", str(tmp_path / "s.csv")], capture_output=True, text=True)
     assert result.returncode != 0 and "--name must be a plain policy name" in result.stderr
-    assert (REPO / "agents" / "ship.py").exists() and (REPO / "agents" / "train.py").exists()
 
 
 def test_checkpoints_are_atomic_pruned_and_resume_falls_back(tmp_path):
@@ -181,3 +209,8 @@ def test_checkpoints_are_atomic_pruned_and_resume_falls_back(tmp_path):
     policy = train(config, run, seed=0, timesteps=500, progress_bar=False, log=messages.append)
     assert "cannot resume from" in messages[0] and "(300 steps)" in messages[1]
     assert policy.metadata["timesteps"] == 500
+    assert (run / "checkpoints" / "model_400_steps.zip.unreadable").exists()      # kept aside, not deleted
+    for _, path in [(0, p) for p in (run / "checkpoints").glob("model_*_steps.zip")]:
+        path.write_bytes(b"not a zip")                                            # no checkpoint loads
+    with pytest.raises(RuntimeError, match="none of the 2 checkpoints .* loads as a MaskedDQN model"):
+        train(config, run, seed=0, timesteps=600, progress_bar=False, log=lambda _: None)

@@ -137,9 +137,12 @@ def test_corrupt_download_is_refused_and_good_copy_kept(server, tmp_path):
     good = (dest / name).read_bytes()
     (dest / name).write_bytes(good[:-10])                          # a damaged local copy
     (root / name).write_bytes(good.replace(b"21mar02c", b"21mar03c"))   # and a corrupt server file
+    with pytest.raises(DownloadError, match=rf"{name} exists and differs from the published file; move it away "
+                                            r"or pass --overwrite"):
+        download_dataset("aldolase", dest, split="train", base_url=url, log=lambda _: None)
     with pytest.raises(DownloadError, match=rf"{name}: SHA-256 \w+ does not match the published 1ce0e1a9\w+; "
                                             r"refusing the file \(the existing file is kept\)"):
-        download_dataset("aldolase", dest, split="train", base_url=url, log=lambda _: None)
+        download_dataset("aldolase", dest, split="train", base_url=url, overwrite=True, log=lambda _: None)
     assert (dest / name).read_bytes() == good[:-10]             # not replaced by the corrupt one
     assert not [p for p in dest.iterdir() if p.name.endswith(".part")]
     (dest / name).unlink()
@@ -157,7 +160,7 @@ def test_missing_remote_file_is_reported(server, tmp_path):
 def test_cli_download_then_info(server, tmp_path, capsys):
     _, url = server
     dest = tmp_path / "data"
-    assert main(["data", "download", "aldolase", "--dest", str(dest), "--split", "train", "--base-url", url]) == 1
+    assert main(["data", "download", "aldolase", "--dest", str(dest), "--split", "train", "--base-url", url]) == 2
     assert "refusing the file" in capsys.readouterr().err      # the shared timestamps subset
     assert main(["data", "info", str(dest), "--split", "train"]) == 0
     out = capsys.readouterr().out

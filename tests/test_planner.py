@@ -42,6 +42,12 @@ def test_the_price_of_time_decides_whether_to_stay():
     # a1 at p = 0.05: with 40 minutes (tile B's 30 holes take 41) not one of them; with 45 minutes one a1 hole
     # (1 min) and all of B still fit, so take it on the way; with time for everything, a1's cheap holes first
     assert first_move(PlannerPolicy(PLAIN), two_tiles(mediocre=9.0), 40) >= 6
+    env = CryoEMEnv(two_tiles(mediocre=9.0), budget=40)       # there the plan that runs over starts with a1's
+    obs, _ = env.reset(options={"start": 0})                  # marginal holes and the plan that fits does not:
+    planner = PlannerPolicy(PLAIN)                            # valuing both first stops decides
+    planner.reset(env)
+    (fits, _), (over, _) = planner.plan(planner.p, obs["action_mask"] > 0, 40)
+    assert planner._next_patch(*fits[:3]) == 1 and planner._next_patch(*over[:3]) == 0
     assert first_move(PlannerPolicy(PLAIN), two_tiles(mediocre=9.0), 45) < 6
     assert first_move(PlannerPolicy(PLAIN), two_tiles(mediocre=9.0), 400) < 6
 

@@ -63,7 +63,7 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
         options["start"] = start if start is not None else env.current_hole
         obs, info = env.reset(options=options)
         policy.reset(env)
-        atlas = env.atlas
+        good = env.atlas.is_good(env.threshold)
         rows.append((policy.name, budget, episode, seed + episode, 0, info["hole"], 0.0, -1, info["true_ctf"],
                      info["predicted_ctf"], False, 0.0))
         done, step = False, 0
@@ -74,9 +74,10 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
             obs, reward, done, truncated, info = env.step(action)
             done = done or truncated
             step += 1
-            rows.append((policy.name, budget, episode, seed + episode, step, info["hole"], info["elapsed"], info["switch_level"],
-                         info["true_ctf"], info["predicted_ctf"], bool(atlas.is_good(env.threshold)[action]),
-                         reward))
+            exposed = info["switch_level"] >= 0                 # not a penalised no-op (an invalid action)
+            rows.append((policy.name, budget, episode, seed + episode, step, info["hole"], info["elapsed"],
+                         info["switch_level"], info["true_ctf"], info["predicted_ctf"],
+                         bool(exposed and good[info["hole_index"]]), reward))
     frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
     frame.attrs["decision_ms"] = {policy.name: float(np.mean(decisions)) * 1e3 if decisions else float("nan")}
     return frame
@@ -101,7 +102,7 @@ def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None =
     and the mean decision time per step (``decision_ms``, default ``trajectories.attrs["decision_ms"]``)."""
     steps = trajectories[trajectories["step"] > 0]
     per_episode = steps.groupby(["agent", "budget", "episode"], sort=False).agg(
-        good=("good", "sum"), exposures=("step", "size"), reward=("reward", "sum"),
+        good=("good", "sum"), exposures=("switch_level", lambda s: int((s >= 0).sum())), reward=("reward", "sum"),
         hole_switches=("switch_level", lambda s: int((s == 0).sum())),
         patch_switches=("switch_level", lambda s: int((s == 1).sum())),
         square_switches=("switch_level", lambda s: int((s == 2).sum())),

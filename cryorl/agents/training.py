@@ -205,26 +205,31 @@ def save_checkpoint(model, directory: Path, replay_buffer: bool, keep: int = 2) 
 
 
 def _resume(cls, directory: Path, venv, tensorboard_log: str, replay_buffer: bool, log=print):
-    """The newest checkpoint that loads, falling back to older ones (a file cut short by a kill is skipped).
+    """The newest checkpoint that loads, falling back to older ones; a checkpoint that does not load is renamed
+    ``….zip.unreadable`` (kept, and no longer counted or pruned). None when the run has no checkpoint; an error
+    when it has some and none loads (another algorithm's run folder, another SB3 version): never a silent restart.
 
     SB3 checkpoints unpickle Python objects: resume only run folders you made yourself."""
-    for steps, path in _checkpoints(directory):
+    found = _checkpoints(directory)
+    for steps, path in found:
         try:
             model = cls.load(path, env=venv, tensorboard_log=tensorboard_log)
         except Exception as error:  # a truncated or corrupt zip: fall back to the previous checkpoint
             log(f"cannot resume from {path} ({type(error).__name__}: {error}); trying the previous checkpoint")
+            path.rename(path.with_name(path.name + ".unreadable"))
             continue
         buffer = directory / REPLAY_BUFFER.format(steps=steps)
         if replay_buffer and buffer.exists():
             model.load_replay_buffer(buffer)
         log(f"resuming from {path} ({steps} steps)")
         return model
+    if found:
+        raise RuntimeError(f"none of the {len(found)} checkpoints in {directory} loads as a {cls.__name__} model "
+                           "(see the messages above); start a new --run-dir rather than overwrite this run")
     return None
 
 
 def _callbacks(config, run_dir: Path, eval_atlases: list[Atlas], name: str, log=print):
-    from stable_baselines3.common.callbacks import BaseCallback
-
     eval_settings = config.get("eval", {})
     algo = config["algo"]
 
