@@ -22,14 +22,10 @@ import torch
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.fileio import atomic_path
+from cryorl.quality import as_classifier
 from decision_latency import latency      # benchmarks/ is on sys.path when this script runs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
-
-
-def as_classifier(atlas):
-    """The grid with a classifier's probabilities of CTFMaxRes < 6 Å in place of predicted CTFMaxRes."""
-    return atlas.with_predictions(predicted_good=np.round(1.0 / (1.0 + np.exp(-(6.0 - atlas.predicted_ctf) / 1.5)), 2))
 
 
 def grids(args) -> dict[str, object]:

@@ -1,10 +1,14 @@
-"""Training throughput: environment steps per second while SB3 trains each learned agent on this machine.
+"""Training throughput on this machine: environment steps per second in each phase of `cryorl train`.
 
-    python benchmarks/training_speed.py [--algos dqn ppo] [--timesteps 6000] [--threads 2]
+    python benchmarks/training_speed.py [--algos dqn ppo] [--timesteps 6000] [--threads 2] [--vec-env dummy subproc]
 
-Runs `cryorl.agents.training.train` with the shipped hyper-parameters (agents/hyperparams/ALGO.yml; held-out
-evaluation switched off) in a temporary folder. DQN's first `learning_starts` steps only fill the replay buffer,
-so the script reports the rate with and without that warm-up.
+With the shipped hyper-parameters (agents/hyperparams/ALGO.yml; held-out evaluation and checkpoints switched off):
+
+- imitation: labelled steps per second while DAgger collects from the training grids (planner signals included)
+  and while it fits the network (steps of data per second of fitting, 1 epoch);
+- RL: environment steps per second while SB3 learns, with the copies of the environment in this process
+  (`dummy`) or in subprocesses (`subproc`). DQN's first `learning_starts` steps only fill its replay buffer; the
+  rate is reported with and without them.
 """
 from __future__ import annotations
 
@@ -16,27 +20,40 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cryorl.agents.training import load_config, train
-
+from cryorl.agents.imitation import collect, fit
+from cryorl.agents.network import HoleScorer
+from cryorl.agents.training import load_config, train, training_env_fns
 from cryorl.resources import HYPERPARAMS_DIR as HYPERPARAMS
 
 
-def throughput(algo: str, timesteps: int) -> dict:
-    config = load_config(HYPERPARAMS / f"{algo}.yml")
-    config["eval"] = {**config.get("eval", {}), "freq": 10**9}
-    config["checkpoint_freq"] = 10**9
-    warmup = int(config.get("learning_starts", 0)) if algo == "dqn" else 0
+def imitation_rates(config: dict, steps: int) -> dict:
+    envs = [fn() for fn in training_env_fns(config["env"])]
+    scorer = HoleScorer(hidden=config.get("policy_kwargs", {}).get("net_arch", [64])[0])
+    started = time.perf_counter()
+    demonstrations = collect(envs, None, steps, gamma=float(config.get("gamma", 0.99)))
+    collected = time.perf_counter() - started
+    started = time.perf_counter()
+    fit(scorer, demonstrations, loss="q" if config["algo"] == "dqn" else "policy", epochs=1.0)
+    fitted = time.perf_counter() - started
+    return {"imitation: collect steps/s": len(demonstrations) / collected,
+            "imitation: fit steps/s": len(demonstrations) / fitted}
+
+
+def rl_rate(config: dict, timesteps: int, vec_env: str) -> dict:
+    config = {**config, "env": {**config["env"], "vec_env": vec_env}, "imitation": None,
+              "eval": {**config.get("eval", {}), "freq": 10**9}, "checkpoint_freq": 10**9}
+    warmup = int(config.get("learning_starts", 0)) if config["algo"] == "dqn" else 0
+    quiet = {"progress_bar": False, "log": lambda *_: None}
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
-        train(config, Path(run_dir) / "warmup", timesteps=max(warmup, 1), progress_bar=False, log=lambda *_: None)
+        train(config, Path(run_dir) / "warmup", timesteps=max(warmup, 1), **quiet)
         warm = time.perf_counter() - started
         started = time.perf_counter()
-        train(config, Path(run_dir) / "full", timesteps=timesteps, progress_bar=False, log=lambda *_: None)
+        train(config, Path(run_dir) / "full", timesteps=timesteps, **quiet)
         full = time.perf_counter() - started
     learning = (full - warm) / max(timesteps - warmup, 1)
-    return {"algo": algo, "timesteps": timesteps, "wall (s)": full, "env steps/s (whole run)": timesteps / full,
-            "env steps/s (learning phase)": 1.0 / learning if learning > 0 else float("nan"),
-            "copies of the env": len(config["env"].get("sources", [{}])), "torch threads": torch.get_num_threads()}
+    return {f"RL ({vec_env}): steps/s whole run": timesteps / full,
+            f"RL ({vec_env}): steps/s learning phase": 1.0 / learning if learning > 0 else float("nan")}
 
 
 def main() -> None:
@@ -44,10 +61,18 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["dqn", "ppo"])
     parser.add_argument("--timesteps", type=int, default=6000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--vec-env", nargs="+", default=["dummy", "subproc"], choices=["dummy", "subproc"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [throughput(algo, args.timesteps) for algo in args.algos]
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    rows = []
+    for algo in args.algos:
+        config = load_config(HYPERPARAMS / f"{algo}.yml")
+        row = {"algo": algo, "copies of the env": len(config["env"]["sources"]), "torch threads": args.threads,
+               **imitation_rates(config, args.timesteps)}
+        for vec_env in args.vec_env:
+            row.update(rl_rate(config, args.timesteps, vec_env))
+        rows.append(row)
+    print(pd.DataFrame(rows).set_index("algo").T.to_string(float_format=lambda v: f"{v:.0f}"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from cryorl.human import HumanTrace, load_human_trace
 from cryorl.loaders import DataFileError, load_cryorl_dataset
 from cryorl.synth import GridSpec, simulate_atlas
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Atlas", "AtlasError", "COST_PRESETS", "CollectionCosts", "CryoEMEnv", "DataFileError", "Evaluation",
            "GridSpec", "HumanTrace", "evaluate", "load_cryorl_dataset", "load_human_trace", "make_policy",
            "simulate_atlas", "ENV_IDS", "__version__"]

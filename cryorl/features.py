@@ -9,7 +9,8 @@ O(holes) numpy work (one gather) and no Python loop over holes.
     Raw per-hole facts; hierarchical statistics are left to the policy network (gather/scatter by id in torch),
     which keeps replay buffers small (≈ 28 bytes per hole). Keys: ``predicted_ctf`` (Å, clipped at 20; with
     classifier predictions the CTFMaxRes-equivalent of the probability, :mod:`cryorl.quality`), ``predicted_good``
-    (probability that CTFMaxRes ≤ threshold, from either kind of prediction),
+    (the calibrated probability that CTFMaxRes ≤ threshold, from either kind of prediction: a classifier's own
+    probability, a regressor's CTFMaxRes through :func:`cryorl.calibration.default_calibration`),
     ``measured_ctf`` (Å, clipped at 20; 0 until the hole is exposed: a microscope knows the CTFMaxRes of every
     exposure it has taken), ``hierarchy`` (tile, square, patch ids), ``is_hole`` (0 on padded rows), ``visited``,
     ``current`` (one-hot), ``time_left`` (minutes), ``costs`` (minutes per hole/patch/square/tile switch),
@@ -32,7 +33,8 @@ import numpy as np
 from gymnasium import spaces
 
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
-from cryorl.quality import predicted_quality, probability_good
+from cryorl.calibration import default_calibration
+from cryorl.quality import predicted_quality
 
 __all__ = ["FEATURE_SETS", "make_feature_set", "CompactFeatures", "CryoRLFeatures", "HISTOGRAM_EDGES",
            "GROUP_CAPS"]
@@ -74,7 +76,7 @@ class CompactFeatures(_FeatureSet):
     def __init__(self, atlas: Atlas, max_holes: int, threshold: float, costs: np.ndarray) -> None:
         super().__init__(atlas, max_holes, threshold, costs)
         self._predicted = self._pad(predicted_quality(atlas), np.float32)
-        self._probability = self._pad(probability_good(atlas, threshold), np.float32)
+        self._probability = self._pad(default_calibration(threshold).probability_good(atlas), np.float32)
         self._hierarchy = self._pad(self.ids, np.int32)
         self._is_hole = self._pad(np.ones(self.n), np.int8)
         self._truth = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)

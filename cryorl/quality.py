@@ -21,7 +21,7 @@ import numpy as np
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
 
 __all__ = ["CLASSIFIER_THRESHOLD", "PROBABILITY_SCALE", "predicted_quality", "probability_good",
-           "ctf_from_probability"]
+           "ctf_from_probability", "as_classifier"]
 
 CLASSIFIER_THRESHOLD = 6.0
 """The CTFMaxRes (Å) whose "below" the CryoRL classifier's probability is about."""
@@ -50,3 +50,13 @@ def probability_good(atlas: Atlas, threshold: float = 6.0) -> np.ndarray:
     if not atlas.has_ctf_predictions and threshold == CLASSIFIER_THRESHOLD:
         return np.asarray(atlas.predicted_good, dtype=np.float64).copy()
     return 1.0 / (1.0 + np.exp(-(threshold - predicted_quality(atlas)) / PROBABILITY_SCALE))
+
+
+def as_classifier(atlas: Atlas, scale: float = 1.5) -> Atlas:
+    """The grid with a two-class classifier's probabilities of CTFMaxRes < 6 Å (rounded to 0.01, as the CryoRL
+    2022 files are) in place of its predicted CTFMaxRes: ``sigmoid((6 Å − prediction) / scale)``. For training and
+    benchmarking the 2022 setting on grids that have regressor predictions."""
+    if not atlas.has_ctf_predictions:
+        raise ValueError(f"{atlas.source or 'this grid'} has no predicted CTFMaxRes to turn into probabilities")
+    p = 1.0 / (1.0 + np.exp(-(CLASSIFIER_THRESHOLD - atlas.predicted_ctf) / scale))
+    return atlas.with_predictions(predicted_good=np.round(p, 2))

@@ -11,15 +11,16 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from cryorl import CryoEMEnv, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.agents.learned import LearnedPolicy
-from cryorl.agents.network import HoleScorer, hole_features, observation_to_tensors
+from cryorl.agents.network import HoleScorer, observation_to_tensors
 from cryorl.agents.sb3 import HoleDQNPolicy, HoleMaskablePolicy, MaskedDQN
+from cryorl.agents.signals import PlannerSignals
 from cryorl.agents.training import train
 
 SMALL = {"n_holes": 200, "n_patches": 15, "n_squares": 4, "n_tiles": 2}
 
 
 def small_venv(seed=0, budget=120):
-    venv = DummyVecEnv([lambda: Monitor(CryoEMEnv(grid=SMALL, resample_grid=True, budget=budget))])
+    venv = DummyVecEnv([lambda: Monitor(PlannerSignals(CryoEMEnv(grid=SMALL, resample_grid=True, budget=budget)))])
     venv.seed(seed)
     return venv
 
@@ -102,6 +103,13 @@ def test_policy_files_load_safely(tmp_path):
         LearnedPolicy.load(tmp_path / "p")
     with pytest.raises(ValueError, match="needs feature_set='compact'"):
         LearnedPolicy.from_model(model, "ppo").reset(CryoEMEnv(simulate_atlas(0), feature_set="cryorl"))
+    LearnedPolicy.from_model(model, "ppo").save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, "format": "cryorl-hole-scorer/1"}))
+    with pytest.raises(ValueError, match="cryorl < 0.2 .* retrain it"):
+        LearnedPolicy.load(tmp_path / "old")
+    with pytest.raises(KeyError, match="lacks planner_pick, planner_plan, planner_price"):
+        model.policy.mlp_extractor.scorer(observation_to_tensors(CryoEMEnv(simulate_atlas(0)).reset(seed=0)[0]))
 
 
 CONFIG = {
@@ -122,7 +130,7 @@ def test_training_writes_checkpoints_logs_and_resumes(tmp_path):
     assert (run / "policy" / "scorer.pt").exists() and (run / "best" / "config.json").exists()
     assert any((run / "tb").rglob("events.out.tfevents*"))
     history = (run / "eval.csv").read_text().splitlines()
-    assert history[0] == "timesteps,good_mean,wall_seconds" and len(history) == 3
+    assert history[0] == "timesteps,good_mean,planner_good_mean,wall_seconds" and len(history) == 4   # 0, 200, 400
     messages = []
     policy = train(CONFIG, run, seed=1, timesteps=600, progress_bar=False, log=messages.append)
     assert messages[0].startswith("resuming from") and "(400 steps)" in messages[0]
@@ -153,7 +161,7 @@ def test_ppo_training_config(tmp_path):
     actor = [(a - b).abs().max().item() for a, b in zip(policy.scorer.head.parameters(),
                                                          untrained.scorer.head.parameters())]
     assert max(actor) > 1e-2, actor
-    env = CryoEMEnv(grid=SMALL, grid_seed=9, budget=480)
+    env = PlannerSignals(CryoEMEnv(grid=SMALL, grid_seed=9, budget=480))
     starts = [observation_to_tensors(env.reset(seed=s)[0]) for s in range(8)]
     with torch.no_grad():
         trained_value, untrained_value = (np.mean([p.scorer.value(o).item() for o in starts])
@@ -161,23 +169,20 @@ def test_ppo_training_config(tmp_path):
     assert trained_value > untrained_value + 3, (trained_value, untrained_value)
 
 
-def test_guided_exploration_follows_greedy_local(aldolase):
-    from cryorl.agents import GreedyLocalPolicy
+def test_guided_exploration_follows_the_planner(aldolase):
+    from cryorl.agents import PlannerPolicy
 
-    env = CryoEMEnv(aldolase, budget=120)
-    venv = DummyVecEnv([lambda: Monitor(CryoEMEnv(aldolase, budget=120))])
+    env = PlannerSignals(CryoEMEnv(aldolase, budget=120))
+    venv = DummyVecEnv([lambda: Monitor(PlannerSignals(CryoEMEnv(aldolase, budget=120)))])
     model = MaskedDQN(HoleDQNPolicy, venv, exploration_guide=1.0, buffer_size=100, seed=0)
     model.exploration_rate = 1.0
-    planner = GreedyLocalPolicy()
+    planner = PlannerPolicy()
     obs, _ = env.reset(seed=2)
-    planner.reset(env)
+    planner.reset(env.unwrapped)
     for _ in range(30):
         batched = {k: v[None] for k, v in obs.items()}
         explored = int(model.predict(batched, deterministic=False)[0][0])
-        chosen = planner.act(obs, obs["action_mask"])
-        # greedy-local's hole or one tied with it (equal prediction in its patch, or a patch of equal rate)
-        picks = set(np.flatnonzero(hole_features(observation_to_tensors(obs))[0, :, -1].numpy() > 0.5))
-        assert chosen in picks and explored in picks and len(picks) <= 3
+        assert explored == planner.act(obs, obs["action_mask"])
         obs, *_ = env.step(explored)
     with pytest.raises(ValueError, match="exploration_guide must be in"):
         MaskedDQN(HoleDQNPolicy, venv, exploration_guide=2.0)

@@ -1,5 +1,8 @@
 """Learned policies as plain files: a :class:`HoleScorer` state dict plus a JSON config, loadable on any grid size.
 
+A learned policy reads the compact observation plus the planner's signals (:mod:`cryorl.agents.signals`), which it
+computes itself while acting, exactly as :class:`~cryorl.agents.signals.PlannerSignals` does while training.
+
 Loading uses ``torch.load(weights_only=True)``: a policy file cannot run code. (SB3 ``.zip`` checkpoints, used to
 resume training, unpickle Python objects: load those only from sources you trust.)
 """
@@ -14,12 +17,15 @@ import torch
 
 from cryorl.agents.base import Policy
 from cryorl.agents.network import HoleScorer, observation_to_tensors
+from cryorl.agents.signals import SIGNAL_KEYS, SignalSource
 from cryorl.fileio import atomic_path, atomic_write_text
 
 __all__ = ["LearnedPolicy", "scorer_from_model"]
 
 WEIGHTS = "scorer.pt"
 CONFIG = "config.json"
+FORMAT = "cryorl-hole-scorer/2"
+"""Version 2: inputs include the planner's signals and calibrated probabilities (version 1 policies: cryorl < 0.2)."""
 
 
 def scorer_from_model(model) -> HoleScorer:
@@ -42,6 +48,7 @@ class LearnedPolicy(Policy):
         self.scorer = scorer.eval()
         self.name = name
         self.metadata = dict(metadata or {})
+        self.signals = SignalSource()
 
     @classmethod
     def from_model(cls, model, name: str, metadata: dict | None = None) -> "LearnedPolicy":
@@ -53,9 +60,12 @@ class LearnedPolicy(Policy):
         if getattr(env, "feature_set_name", "compact") != "compact":
             raise ValueError(f"{self.name} needs feature_set='compact', the environment has "
                              f"{env.feature_set_name!r}")
+        self.signals.reset(env)
 
     @torch.no_grad()
     def act(self, observation, action_mask) -> int:
+        if not all(key in observation for key in SIGNAL_KEYS):
+            observation = self.signals.observe(observation)
         scores = self.scorer(observation_to_tensors(observation))[0].numpy()
         scores = np.where(np.asarray(action_mask) > 0, scores, -np.inf)
         return int(np.argmax(scores))
@@ -66,7 +76,7 @@ class LearnedPolicy(Policy):
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / WEIGHTS) as tmp:
             torch.save(self.scorer.state_dict(), tmp)
-        config = {"format": "cryorl-hole-scorer/1", "name": self.name, "hidden": self.scorer.hidden,
+        config = {"format": FORMAT, "name": self.name, "hidden": self.scorer.hidden,
                   **self.metadata}
         atomic_write_text(directory / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
         return directory
@@ -81,7 +91,10 @@ class LearnedPolicy(Policy):
             config = json.loads(config_path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{config_path}: not valid JSON ({error})") from None
-        if config.get("format") != "cryorl-hole-scorer/1":
+        if config.get("format") == "cryorl-hole-scorer/1":
+            raise ValueError(f"{config_path}: a policy of cryorl < 0.2 (format cryorl-hole-scorer/1, without the "
+                             "planner's signals); retrain it with `cryorl train`")
+        if config.get("format") != FORMAT:
             raise ValueError(f"{config_path}: unknown policy format {config.get('format')!r}")
         scorer = HoleScorer(hidden=int(config["hidden"]))
         try:

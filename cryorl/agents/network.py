@@ -4,9 +4,11 @@ One network scores every hole from the compact observation, so its weights do no
 a policy trained on a 600-hole grid runs on a 10,000-hole grid. Hierarchical statistics (per patch, square and
 tile: unvisited holes, predicted-good holes, measured exposures and how many were good) are computed inside the
 network with batched scatter/gather by id, as the papers' features are, but from raw facts in the observation.
-The inputs also carry the greedy-local planner's signals — each hole's gap to the best prediction in its patch,
-its patch's predicted-good holes per minute of travel, and whether it is greedy-local's pick — so the network can
-represent that strong rule exactly and learns where to deviate from it.
+The inputs carry each hole's calibrated probability of being good (and its sums per patch, square and tile), the
+budget-aware planner's signals (:mod:`cryorl.agents.signals`: its pick, the holes its plan takes, the price of a
+hole move) and the greedy-local rule's (each hole's gap to the best prediction in its patch, its patch's
+predicted-good holes per minute of travel, whether it is greedy-local's pick), so the network can represent either
+rule exactly and learns where to deviate from them.
 """
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "observation_to_tensors", "greedy_local_picks"]
+from cryorl.agents.signals import SIGNAL_KEYS
+
+__all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "observation_to_tensors", "guide_picks"]
 
 LEVELS = ("tile", "square", "patch")
-N_GROUP_FEATURES = 6
-N_PLANNER_FEATURES = 4
-N_HOLE_FEATURES = 11 + 3 * N_GROUP_FEATURES + N_PLANNER_FEATURES
+N_GROUP_FEATURES = 7
+N_SIGNAL_FEATURES = 5
+N_GREEDY_FEATURES = 4
+N_HOLE_FEATURES = 11 + 3 * N_GROUP_FEATURES + N_SIGNAL_FEATURES + N_GREEDY_FEATURES
 
 
 def observation_to_tensors(observation: dict, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -39,6 +44,11 @@ def hole_features(obs: dict[str, torch.Tensor]) -> torch.Tensor:
     threshold, costs, time_left = obs["threshold"], obs["costs"], obs["time_left"]      # (B,1) (B,4) (B,1)
     ids = obs["hierarchy"].long()                                                       # (B, M, 3)
     batch, m = pred.shape
+    missing = [key for key in SIGNAL_KEYS if key not in obs]
+    if missing:
+        raise KeyError(f"the observation lacks {', '.join(missing)}: the learned agents read the planner's signals "
+                       "(wrap the environment in cryorl.agents.signals.PlannerSignals)")
+    probability = obs["predicted_good"]
 
     current_ids = (ids * current.unsqueeze(-1).long()).sum(dim=1, keepdim=True)          # (B, 1, 3)
     same = (ids == current_ids).float()                                                  # tile, square, patch
@@ -53,26 +63,31 @@ def hole_features(obs: dict[str, torch.Tensor]) -> torch.Tensor:
     measured_good = (meas <= threshold).float() * exposed
 
     group_features = []
-    stats = torch.stack([unvisited, predicted_good, exposed, measured_good, margin * unvisited], dim=-1)  # (B,M,5)
+    stats = torch.stack([unvisited, predicted_good, exposed, measured_good, margin * unvisited,
+                         probability * unvisited], dim=-1)                                # (B, M, 6)
     n_good_patch = None
     for level_index in range(3):
         index = ids[..., level_index].unsqueeze(-1).expand(-1, -1, stats.shape[-1])
         sums = torch.zeros_like(stats).scatter_add_(1, index, stats).gather(1, index)    # per-hole group sums
-        n_unvisited, n_good, n_exposed, n_measured_good, margin_sum = sums.unbind(-1)
+        n_unvisited, n_good, n_exposed, n_measured_good, margin_sum, expected_good = sums.unbind(-1)
         if level_index == 2:
             n_good_patch = n_good
         group_features += [
             torch.log1p(n_good), torch.log1p(n_unvisited), n_good / (n_unvisited + 1.0),
             (n_measured_good + 1.0) / (n_exposed + 2.0), torch.log1p(n_exposed), margin_sum / (n_unvisited + 1.0),
+            torch.log1p(expected_good),
         ]
     planner = _greedy_local_signals(margin, predicted_good, unvisited, n_good_patch, move, same[..., 2],
                                     current, ids[..., 2])
+    price = obs["planner_price"].expand(-1, m)
+    signals = torch.stack([probability, (probability - price).clamp(-1.0, 1.0), price, obs["planner_pick"],
+                           obs["planner_plan"]], dim=-1)
     left = time_left.expand(-1, m)
     features = torch.stack([
         margin, (pred <= threshold).float(), visited, move / 10.0, (move / left.clamp(min=1.0)).clamp(max=2.0),
         (move <= left).float(), torch.log1p(left) / 6.0,
     ], dim=-1)
-    return torch.cat([features, level_onehot, torch.stack(group_features, dim=-1), planner],
+    return torch.cat([features, level_onehot, torch.stack(group_features, dim=-1), signals, planner],
                      dim=-1) * hole.unsqueeze(-1)
 
 
@@ -135,12 +150,9 @@ class HoleScorer(nn.Module):
         return self.value_head(self._encode(obs)[1])
 
 
-@torch.no_grad()
-def greedy_local_picks(observation: dict) -> np.ndarray:
-    """Greedy-local's hole for each observation of a batch (uniformly among tied picks; a random valid hole when
-    it has none), computed from the compact observation alone."""
-    tensors = observation_to_tensors(observation)
-    pick = hole_features(tensors)[..., -1].numpy() > 0.5
-    valid = tensors["action_mask"].numpy() > 0
-    choice = np.where(pick.any(axis=1, keepdims=True), pick, valid)
-    return np.argmax(np.random.random(choice.shape) * choice + choice, axis=1)
+def guide_picks(observation: dict) -> np.ndarray:
+    """The planner's hole for each observation of a batch (from its ``planner_pick`` signal)."""
+    pick = np.asarray(observation["planner_pick"]) > 0
+    valid = np.asarray(observation["action_mask"]) > 0
+    choice = np.where(pick.any(axis=-1, keepdims=True), pick & valid, valid)
+    return np.argmax(np.random.random(choice.shape) * choice + choice, axis=-1)

@@ -2,7 +2,7 @@
 
 - :class:`MaskedDQN` — DQN whose ε-greedy exploration and warm-up sample only valid holes (``predict`` and
   ``_sample_action``), optionally guided: with probability ``exploration_guide`` an exploratory action is the
-  greedy-local planner's pick instead of a uniformly random hole; its Q-network (:class:`HoleQNetwork`, made by ``HoleDQNPolicy.make_q_net``) returns
+  budget-aware planner's pick (its ``planner_pick`` signal) instead of a uniformly random hole; its Q-network (:class:`HoleQNetwork`, made by ``HoleDQNPolicy.make_q_net``) returns
   ``-1e8`` for invalid holes, so both acting and the bootstrap target (``max`` over next Q-values) are masked.
 - :class:`HoleMaskablePolicy` — sb3-contrib's MaskableActorCriticPolicy with the per-hole scores as logits and a
   pooled value head (``_build_mlp_extractor`` and ``_build``).
@@ -22,7 +22,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from cryorl.agents.network import HoleScorer, greedy_local_picks
+from cryorl.agents.network import HoleScorer, guide_picks
 
 __all__ = ["ObservationPassThrough", "HoleQNetwork", "HoleDQNPolicy", "MaskedDQN", "HoleMaskablePolicy",
            "sample_valid_actions"]
@@ -83,8 +83,8 @@ class HoleDQNPolicy(DQNPolicy):
 class MaskedDQN(DQN):
     """DQN whose exploration (ε-greedy and warm-up) samples only valid holes, from ``observation["action_mask"]``.
 
-    ``exploration_guide`` (0-1, default 0): the share of exploratory actions that follow the greedy-local
-    planner instead of a uniformly random valid hole, so that the replay buffer holds competent trajectories.
+    ``exploration_guide`` (0-1, default 0): the share of exploratory actions that follow the planner's pick
+    instead of a uniformly random valid hole, so that the replay buffer holds competent trajectories.
     """
 
     policy_aliases = {**DQN.policy_aliases, "HolePolicy": HoleDQNPolicy}
@@ -99,7 +99,7 @@ class MaskedDQN(DQN):
         random_actions = sample_valid_actions(observation["action_mask"])
         if self.exploration_guide <= 0.0:
             return random_actions
-        guided = greedy_local_picks(observation).reshape(random_actions.shape)
+        guided = guide_picks(observation).reshape(random_actions.shape)
         use_guide = np.random.random(random_actions.shape) < self.exploration_guide
         return np.where(use_guide, guided, random_actions)
 

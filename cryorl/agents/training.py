@@ -3,8 +3,15 @@
 
 The config (``agents/hyperparams/*.yml``) is cryorl's own format, laid out like rl-zoo3's (one section per
 environment id, SB3 hyper-parameters at its top level) but with keys rl-zoo3 does not know: ``algo``,
-``n_timesteps``, ``env`` (training grids), ``eval`` (held-out grids), ``checkpoint_freq`` and ``keep_checkpoints``.
-``cryorl train`` reads it; rl-zoo3 cannot.
+``n_timesteps``, ``env`` (training grids), ``eval`` (held-out grids), ``imitation`` (DAgger from the planner before
+RL, :mod:`cryorl.agents.imitation`), ``checkpoint_freq`` and ``keep_checkpoints``. ``cryorl train`` reads it;
+rl-zoo3 cannot.
+
+Every training environment carries the planner's signals (:class:`~cryorl.agents.signals.PlannerSignals`). A
+source ``{grid: …, predictions: classifier}`` turns each simulated grid's predictions into a two-class classifier's
+probabilities (:func:`cryorl.quality.as_classifier`), so one network learns both kinds of prediction; a source's
+``costs`` replace ``env.costs`` for that copy (the observation carries the costs).
+``env.vec_env: subproc`` runs the copies in subprocesses (SB3's ``SubprocVecEnv``).
 """
 from __future__ import annotations
 
@@ -22,16 +29,19 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from cryorl.agents.evaluation import evaluate_policy, summarize
-from cryorl.agents.learned import LearnedPolicy
+from cryorl.agents.learned import LearnedPolicy, scorer_from_model
+from cryorl.agents.signals import PlannerSignals
 from cryorl.atlas import Atlas
 from cryorl.env import CryoEMEnv
 from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.quality import as_classifier
 from cryorl.synth import GridSpec, simulate_atlas
 
-__all__ = ["RandomBudget", "OpportunityCost", "load_config", "make_training_env", "make_eval_atlases", "train", "real_part"]
+__all__ = ["RandomBudget", "OpportunityCost", "load_config", "training_env_fns", "make_training_env", "make_eval_atlases",
+           "train", "real_part"]
 
 ALGOS = ("dqn", "ppo")
-NON_SB3_KEYS = {"algo", "n_timesteps", "env", "eval", "checkpoint_freq", "keep_checkpoints", "policy"}
+NON_SB3_KEYS = {"algo", "n_timesteps", "env", "eval", "checkpoint_freq", "keep_checkpoints", "policy", "imitation"}
 
 
 class RandomBudget(gym.Wrapper):
@@ -99,12 +109,27 @@ def real_part(data: dict[str, Any]) -> Atlas:
     return atlas
 
 
+class _ClassifierGridEnv(CryoEMEnv):
+    """A simulated environment whose grids carry a classifier's probabilities instead of predicted CTFMaxRes."""
+
+    def _simulate(self, seed) -> Atlas:
+        return as_classifier(super()._simulate(seed))
+
+
 def _source_env(source: dict[str, Any], env_settings: dict[str, Any], max_holes: int) -> CryoEMEnv:
     common = {k: env_settings[k] for k in ("costs", "threshold") if k in env_settings}
+    if "costs" in source:                                            # a source may train another setting's costs
+        common["costs"] = source["costs"]
     budget = max(env_settings.get("budgets", [480]))
+    predictions = source.get("predictions", "regressor")
+    if predictions not in ("regressor", "classifier"):
+        raise ValueError(f"a training source's predictions are 'regressor' or 'classifier', not {predictions!r}")
     if "data" in source:
-        return CryoEMEnv(real_part(source["data"]), max_holes=max_holes, budget=budget, **common)
-    return CryoEMEnv(grid=source.get("grid", {}), resample_grid=True, max_holes=max_holes, budget=budget, **common)
+        atlas = real_part(source["data"])
+        return CryoEMEnv(as_classifier(atlas) if predictions == "classifier" and atlas.has_ctf_predictions
+                         else atlas, max_holes=max_holes, budget=budget, **common)
+    cls = _ClassifierGridEnv if predictions == "classifier" else CryoEMEnv
+    return cls(grid=source.get("grid", {}), resample_grid=True, max_holes=max_holes, budget=budget, **common)
 
 
 def _source_size(source: dict[str, Any]) -> int:
@@ -113,25 +138,34 @@ def _source_size(source: dict[str, Any]) -> int:
     return GridSpec.from_mapping(source.get("grid", {})).n_holes
 
 
-def make_training_env(env_settings: dict[str, Any], seed: int):
-    """A DummyVecEnv with one copy per training source (simulated grids resampled every episode, or real parts),
-    padded to a common ``max_holes``."""
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
+def training_env_fns(env_settings: dict[str, Any]) -> list:
+    """One environment factory per training source (simulated grids redrawn every episode, or real parts), padded
+    to a common ``max_holes``: budgets drawn per episode, the opportunity cost, the planner's signals."""
     sources = env_settings.get("sources") or [{"grid": {}}]
     max_holes = max(_source_size(s) for s in sources)
     budgets = env_settings.get("budgets", [480])
     per_minute = float(env_settings.get("opportunity_cost", 0.0))
 
-    def build(source):
-        env = RandomBudget(_source_env(source, env_settings, max_holes), budgets)
-        return Monitor(OpportunityCost(env, per_minute) if per_minute else env)
-
     def factory(source):
-        return lambda: build(source)
+        def build():
+            env = RandomBudget(_source_env(source, env_settings, max_holes), budgets)
+            return PlannerSignals(OpportunityCost(env, per_minute) if per_minute else env)
+        return build
 
-    venv = DummyVecEnv([factory(s) for s in sources])
+    return [factory(s) for s in sources]
+
+
+def make_training_env(env_settings: dict[str, Any], seed: int):
+    """The vectorized training environment: one copy per source (:func:`training_env_fns`), each in a
+    ``Monitor``; in subprocesses with ``vec_env: subproc``."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    kind = env_settings.get("vec_env", "dummy")
+    if kind not in ("dummy", "subproc"):
+        raise ValueError(f"env.vec_env is 'dummy' or 'subproc', not {kind!r}")
+    fns = [lambda fn=fn: Monitor(fn()) for fn in training_env_fns(env_settings)]
+    venv = SubprocVecEnv(fns) if kind == "subproc" else DummyVecEnv(fns)
     venv.seed(seed)
     return venv
 
@@ -234,21 +268,20 @@ def _callbacks(config, run_dir: Path, eval_atlases: list[Atlas], name: str, log=
     algo = config["algo"]
 
     class EvalGoodExposures(BaseCallback):
-        """Every ``eval.freq`` steps: the greedy policy's mean good exposures on the held-out grids; keeps the best."""
+        """Every ``eval.freq`` steps (and before the first): the greedy policy's mean good exposures on the
+        held-out grids, beside the planner's; keeps the best policy."""
 
         def __init__(self) -> None:
             super().__init__()
             self.freq = int(eval_settings.get("freq", 10000))
             self.history_path = run_dir / "eval.csv"
             self.best = -np.inf
+            self.planner_good = None
             if self.history_path.exists():
                 previous = pd.read_csv(self.history_path)
                 self.best = float(previous["good_mean"].max()) if len(previous) else -np.inf
 
-        def _on_step(self) -> bool:
-            if not eval_atlases or self.n_calls % self.freq != 0:
-                return True
-            policy = LearnedPolicy.from_model(self.model, name)
+        def _mean_good(self, policy) -> float:
             goods = []
             for atlas in eval_atlases:
                 trajectories = evaluate_policy(policy, atlas, episodes=int(eval_settings.get("episodes", 5)),
@@ -256,19 +289,39 @@ def _callbacks(config, run_dir: Path, eval_atlases: list[Atlas], name: str, log=
                                                **{k: config["env"][k] for k in ("costs", "threshold")
                                                   if k in config["env"]})
                 goods.append(summarize(trajectories)["good_mean"].iloc[0])
-            good = float(np.mean(goods))
+            return float(np.mean(goods))
+
+        def _on_training_start(self) -> None:
+            if eval_atlases:
+                from cryorl.agents.planner import PlannerPolicy
+
+                self.planner_good = self._mean_good(PlannerPolicy())
+                if not self.history_path.exists():
+                    self._evaluate()
+
+        def _on_step(self) -> bool:
+            if eval_atlases and self.n_calls % self.freq == 0:
+                self._evaluate()
+            return True
+
+        def _evaluate(self) -> None:
+            policy = LearnedPolicy.from_model(self.model, name)
+            good = self._mean_good(policy)
             self.logger.record("eval/good_exposures", good)
+            self.logger.record("eval/good_vs_planner", good / max(self.planner_good, 1e-9))
             row = pd.DataFrame([{"timesteps": self.num_timesteps, "good_mean": good,
+                                 "planner_good_mean": self.planner_good,
                                  "wall_seconds": time.time() - start_time}])
             history = pd.concat([pd.read_csv(self.history_path), row]) if self.history_path.exists() else row
             with atomic_path(self.history_path) as tmp:
                 history.to_csv(tmp, index=False)
             if good > self.best:
                 self.best = good
-                policy.metadata = {"algo": algo, "timesteps": int(self.num_timesteps), "eval_good_mean": good}
+                policy.metadata = {"algo": algo, "timesteps": int(self.num_timesteps), "eval_good_mean": good,
+                                   "eval_planner_good_mean": self.planner_good}
                 policy.save(run_dir / "best")
-            log(f"[{self.num_timesteps} steps] held-out good exposures {good:.1f} (best {self.best:.1f})")
-            return True
+            log(f"[{self.num_timesteps} steps] held-out good exposures {good:.1f} (best {self.best:.1f}; "
+                f"planner {self.planner_good:.1f})")
 
     start_time = time.time()
     checkpoint = AtomicCheckpoint(run_dir / "checkpoints", int(config.get("checkpoint_freq", 10000)),
@@ -276,11 +329,37 @@ def _callbacks(config, run_dir: Path, eval_atlases: list[Atlas], name: str, log=
     return [checkpoint, EvalGoodExposures()]
 
 
+IMITATION_KEYS = {"rounds", "steps_per_round", "follow_planner", "epochs", "batch_size", "learning_rate", "margin",
+                  "value_weight"}
+
+
+def _imitate(model, config: dict[str, Any], run_dir: Path, seed: int, log) -> None:
+    """DAgger from the planner into the model's network (:mod:`cryorl.agents.imitation`) before RL; the rounds'
+    agreement and losses go to ``imitation.csv``."""
+    from cryorl.agents.imitation import imitate
+
+    settings = dict(config["imitation"])
+    unknown = set(settings) - IMITATION_KEYS
+    if unknown:
+        raise ValueError(f"unknown imitation settings {sorted(unknown)}; known: {sorted(IMITATION_KEYS)}")
+    envs = [fn() for fn in training_env_fns(config.get("env", {}))]
+    scorer = scorer_from_model(model)
+    started = time.time()
+    history = imitate(scorer, envs, loss="q" if config["algo"] == "dqn" else "policy",
+                      gamma=float(config.get("gamma", 0.99)), seed=seed, log=log, **settings)
+    if config["algo"] == "dqn":
+        model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
+    frame = pd.DataFrame(history).assign(wall_seconds=round(time.time() - started, 1))
+    with atomic_path(run_dir / "imitation.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def train(config: dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0, timesteps: int | None = None,
           progress_bar: bool = True, name: str | None = None, log=print) -> LearnedPolicy:
     """Train (or resume) one agent in ``run_dir``; returns the final policy (also saved in ``run_dir/policy``).
 
-    ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written atomically, the newest
+    With an ``imitation`` section, a new run first imitates the planner (DAgger; ``imitation.csv``) and then
+    learns by RL from there. ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written atomically, the newest
     ``keep_checkpoints`` (2) kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best policy on the
     held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time). Re-running with the same ``run_dir``
     resumes from the newest checkpoint that loads. Checkpoints are SB3 zips, which unpickle Python objects: a run
@@ -303,6 +382,10 @@ def train(config: dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0, 
     resume = model is not None
     if model is None:
         model = _make_model(config, venv, seed, str(run_dir / "tb"))
+        if config.get("imitation"):
+            _imitate(model, config, run_dir, seed, log)
+            save_checkpoint(model, run_dir / "checkpoints", replay_buffer=False,
+                            keep=int(config.get("keep_checkpoints", 2)))
     remaining = max(total - model.num_timesteps, 0)
     started = time.time()
     if remaining:
