@@ -10,12 +10,14 @@ from cryorl.costs import COST_PRESETS, CollectionCosts
 from cryorl.env import CryoEMEnv
 from cryorl.human import HumanTrace, load_human_trace
 from cryorl.loaders import DataFileError, load_cryorl_dataset
+from cryorl.planning import Plan
+from cryorl.planning import make_plan as plan
 from cryorl.synth import GridSpec, simulate_atlas
 
 __version__ = "0.2.0"
 __all__ = ["Atlas", "AtlasError", "COST_PRESETS", "CollectionCosts", "CryoEMEnv", "DataFileError", "Evaluation",
            "GridSpec", "HumanTrace", "evaluate", "load_cryorl_dataset", "load_human_trace", "make_policy",
-           "simulate_atlas", "ENV_IDS", "__version__"]
+           "plan", "Plan", "simulate_atlas", "ENV_IDS", "__version__"]
 
 ENV_IDS = ("CryoEM-v0",)
 

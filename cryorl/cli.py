@@ -87,6 +87,60 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import time
+
+    from cryorl.loaders import load_cryorl_dataset
+    from cryorl.outputs import check_output_folder, output_folder
+    from cryorl.planning import PlanError, make_plan, read_measured, read_stage_positions
+
+    inputs = [args.data] + ([args.measured] if args.measured else [])
+    check_output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs)
+    if args.watch and args.measured is None:
+        raise ValueError("--watch needs --measured FILE (the file the session appends its exposures to)")
+    atlas = load_cryorl_dataset(args.data, args.split, era=args.era)
+    table = args.data / "holes.csv"
+    stage = read_stage_positions(table, atlas) if table.exists() else None
+
+    def planned(complete_lines_only: bool):
+        measured = []
+        if args.measured is not None and args.measured.exists():
+            measured = read_measured(args.measured, atlas, complete_lines_only=complete_lines_only)
+        elif args.measured is not None and not args.watch:
+            raise FileNotFoundError(f"{args.measured}: no such measured file")
+        return make_plan(atlas, args.agent, budget=args.budget, costs=args.costs, threshold=args.threshold,
+                         start=args.start, measured=measured, stage=stage)
+
+    def report(plan) -> None:
+        where = f"from {plan.position}" if plan.position else "from the most probable hole"
+        print(f"{plan.agent}: {len(plan.targets)} targets {where}, {plan.time_left:g} of {plan.budget:g} min left "
+              f"after {plan.measured} measured exposures")
+
+    plan = planned(complete_lines_only=False)
+    with output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs) as out:
+        written = plan.write(out)
+    report(plan)
+    print("wrote " + ", ".join(str(args.out / path.name) for path in written))
+    if not args.watch:
+        return 0
+    last = None
+    while True:                                  # re-plan whenever the measured file changes, until the time is up
+        stat = args.measured.stat() if args.measured.exists() else None
+        state = (stat.st_size, stat.st_mtime_ns) if stat else None
+        if state != last:
+            last = state
+            try:
+                plan = planned(complete_lines_only=True)
+            except PlanError as error:
+                if "already spent" in str(error):
+                    print(f"budget spent: {error}")
+                    return 0
+                raise
+            plan.write(args.out)
+            report(plan)
+        time.sleep(args.interval)
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     import shlex
 
@@ -358,6 +412,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.add_argument("--threads", type=int, default=1, help="torch threads for learned agents (1 is fastest)")
     evaluate.set_defaults(run=_evaluate)
+
+    plan = commands.add_parser("plan", help="a policy's ordered targets for a session's time left (plan.csv, a "
+                                            "SerialEM .nav or Leginon target names), re-planned as exposures come in")
+    plan.add_argument("--data", type=Path, required=True, help="the session: a CryoRL-format folder")
+    plan.add_argument("--split", default="train")
+    plan.add_argument("--era", choices=["2023", "2022"], default=None,
+                      help="2023: regressor predictions; 2022: classifier probabilities (default: detect)")
+    plan.add_argument("--agent", default="planner", help="planner (default), greedy-local, dqn, ppo, a saved "
+                                                         "policy folder, ...")
+    plan.add_argument("--budget", type=float, required=True, help="minutes of the whole session")
+    plan.add_argument("--costs", default="cryorl-2023", help="cost preset (cryorl-2023, cryorl-2022, ...)")
+    plan.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")
+    plan.add_argument("--start", default=None, help="the hole the microscope is at (name or index); default: the "
+                                                     "first measured hole, or the plan's own best start")
+    plan.add_argument("--measured", type=Path, default=None,
+                      help="holes exposed so far with their CTFMaxRes, in order ('hole,ctf' rows or the CryoRL CTF "
+                           "layout): removed from the plan, their minutes taken from the budget")
+    plan.add_argument("--watch", action="store_true",
+                      help="re-plan whenever --measured changes, replacing the plan files, until the budget is spent")
+    plan.add_argument("--interval", type=float, default=2.0, help="seconds between checks of --measured (--watch)")
+    plan.add_argument("--out", type=Path, required=True, help="folder for plan.csv and plan.nav or targets.txt")
+    plan.add_argument("--overwrite", action="store_true", help=overwrite)
+    plan.set_defaults(run=_plan)
 
     simulate = commands.add_parser("simulate", help="write a simulated session: MRC images, hole table, CryoRL "
                                                     "files, a collection trace")

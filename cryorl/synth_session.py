@@ -12,7 +12,8 @@ Written by :func:`simulate_session` (``cryorl simulate``)::
     DIR/squares/<square>.mrc        ≈ 0.1 µm/pixel
     DIR/patches/<patch>.mrc         hole magnification, ≈ 20 nm/pixel
     DIR/crops/<patch>.mrc           (``crops=True``) 150 × 150 crops of its targeted holes, in exposure order
-    DIR/holes.csv                   every targeted hole: names, positions, thickness, true and predicted CTF
+    DIR/holes.csv                   every targeted hole: names, positions (in its patch image, its square and
+                                    on the stage), thickness, true and predicted CTF
     DIR/target_CTF_Y1_<split>.csv   CryoRL CTF file (patch-image pixels from the patch centre, CTFMaxRes, fit
                                     confidence)
     DIR/Y1_2_regress_8bit_res50_<split>_by_hl.txt   predicted CTFMaxRes per hole
@@ -117,6 +118,22 @@ def session_layout(table: pd.DataFrame, spec: GridSpec, optics: Optics, rng: np.
     return {"squares": squares, "tiles": tiles}
 
 
+def square_stage_centres(layout: dict, optics: Optics) -> dict[str, np.ndarray]:
+    """Stage position (µm, grid centre at 0) of every square's centre: atlas tiles side by side in rows (in order
+    of appearance), each ``TILE_CELLS`` × ``TILE_CELLS`` mesh cells, a square in its cell of its tile."""
+    tiles = list(layout["tiles"])
+    per_row = int(np.ceil(np.sqrt(len(tiles))))
+    side = TILE_CELLS * optics.mesh_pitch_um
+    middle = np.array([per_row, np.ceil(len(tiles) / per_row)]) * side / 2.0
+    centres = {}
+    for square, geo in layout["squares"].items():
+        index = tiles.index(geo["tile"])
+        row, column = geo["cell"]
+        origin = np.array([index % per_row, index // per_row]) * side
+        centres[square] = origin + (np.array([column, row]) + 0.5) * optics.mesh_pitch_um - middle
+    return centres
+
+
 def simulate_session(out: str | os.PathLike, seed: int = 0, spec: GridSpec | None = None, *, crops: bool = False,
                      split: str = "all", optics: Optics = Optics(), progress: bool = True, session: str = "sim",
                      square_mag: Magnification = SQUARE_MAG, patch_mag: Magnification = PATCH_MAG) -> Path:
@@ -130,6 +147,7 @@ def simulate_session(out: str | os.PathLike, seed: int = 0, spec: GridSpec | Non
     rng = np.random.default_rng([seed, 2023])                 # images draw from their own stream
     layout = session_layout(table, spec, optics, rng)
     rows = []
+    centres = square_stage_centres(layout, optics)
     for square, geo in tqdm(layout["squares"].items(), desc="simulating squares", unit="square",
                             disable=not progress):
         image = render_square_image(geo["lattice"], geo["ice"], geo["film_ice"], rng, optics, square_mag,
@@ -143,8 +161,10 @@ def simulate_session(out: str | os.PathLike, seed: int = 0, spec: GridSpec | Non
             mine = (holes["patch"] == patch).to_numpy()
             xy = geo["target_xy"][mine]
             px = (xy - np.asarray(centre)) / patch_mag.pixel_um                # pixels from the patch centre
+            stage = xy + centres[square]
             rows.append(pd.DataFrame({"hole": holes["hole"].to_numpy()[mine], "patch_px_x": px[:, 0],
-                                      "patch_px_y": px[:, 1], "square_x_um": xy[:, 0], "square_y_um": xy[:, 1]}))
+                                      "patch_px_y": px[:, 1], "square_x_um": xy[:, 0], "square_y_um": xy[:, 1],
+                                      "stage_x_um": stage[:, 0], "stage_y_um": stage[:, 1]}))
             if crops:
                 h, w = patch_mag.shape
                 stack = cut_crops(image, px + np.array([(w - 1) / 2, (h - 1) / 2]))

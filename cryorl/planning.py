@@ -1,0 +1,223 @@
+"""Collection plans for a session: a policy's ordered targets for the time left, re-made as exposures come in.
+
+:func:`make_plan` (``cryorl.plan``) puts the microscope where the session is — at the start hole (``start``), after the holes
+already exposed (``measured``: their names and measured CTFMaxRes, in acquisition order; the minutes they took come
+from the cost model) — and rolls the policy out for the rest of the budget on the grid's predictions: every planned
+exposure is assumed to come out as predicted, since nothing else is known yet. The first target is exactly what
+the policy would do now; the rest is its best guess, to be re-made when the next exposure is measured
+(``cryorl plan --watch``). Without ``start`` or measured holes the plan begins at the most probable hole of the
+grid (by the planner's calibration), listed as its first target.
+
+:meth:`Plan.write` writes ``plan.csv`` and either a SerialEM navigator file (``plan.nav``: one point item per
+target in acquisition order, stage coordinates in µm, ``Acquire = 1``) where stage positions are known (a session
+folder's ``holes.csv`` with ``stage_x_um``/``stage_y_um``, as ``cryorl simulate`` writes), or ``targets.txt``
+(Leginon target names, one per line). Plans are suggestions for an operator to review.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryorl.atlas import Atlas
+from cryorl.env import CryoEMEnv
+from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.quality import predicted_quality
+
+__all__ = ["Plan", "PlanError", "make_plan", "read_measured", "read_stage_positions", "navigator_text",
+           "PLAN_COLUMNS", "SWITCH_NAMES"]
+
+SWITCH_NAMES = ("hole", "patch", "square", "tile")
+PLAN_COLUMNS = ["order", "hole", "tile", "square", "patch", "x", "y", "stage_x_um", "stage_y_um", "predicted_ctf",
+                "probability_good", "switch", "minutes", "cumulative_minutes"]
+
+
+class PlanError(ValueError):
+    """A measured file or a plan request that cannot be planned from; the message names the file and line."""
+
+
+@dataclass
+class Plan:
+    """A policy's ordered targets (:data:`PLAN_COLUMNS`, one row per target) for the time left."""
+
+    targets: pd.DataFrame
+    agent: str
+    budget: float
+    elapsed: float
+    position: str | None
+    measured: int
+
+    @property
+    def time_left(self) -> float:
+        return self.budget - self.elapsed
+
+    def write(self, folder: str | os.PathLike) -> list[Path]:
+        """``plan.csv`` and ``plan.nav`` (stage positions known) or ``targets.txt``, each written atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "plan.csv") as tmp:
+            self.targets.to_csv(tmp, index=False, float_format="%.6g")
+        written = [folder / "plan.csv"]
+        if self.targets["stage_x_um"].notna().all() and len(self.targets):
+            written.append(atomic_write_text(folder / "plan.nav", navigator_text(self.targets)))
+        else:
+            names = "".join(f"{name}\n" for name in self.targets["hole"])
+            written.append(atomic_write_text(folder / "targets.txt", names))
+        return written
+
+
+def navigator_text(targets: pd.DataFrame) -> str:
+    """A SerialEM navigator file (autodoc text): one point item per target, in acquisition order."""
+    lines = ["AdocVersion = 2.00", ""]
+    for row in targets.itertuples(index=False):
+        x, y = float(row.stage_x_um), float(row.stage_y_um)
+        lines += [f"[Item = {row.order}]", "Color = 0", f"StageXYZ = {x:.3f} {y:.3f} 0.000", "NumPts = 1",
+                  "Regis = 1", "Type = 0", f"Note = {row.hole} ({row.switch} move, "
+                  f"{row.cumulative_minutes:g} min)", "Acquire = 1", f"PtsX = {x:.3f}", f"PtsY = {y:.3f}", ""]
+    return "\n".join(lines)
+
+
+def read_stage_positions(path: str | os.PathLike, atlas: Atlas) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stage x, y (µm) of every hole from a hole table with ``hole``, ``stage_x_um`` and ``stage_y_um`` columns;
+    None when the table has no stage columns."""
+    table = pd.read_csv(path)
+    if not {"hole", "stage_x_um", "stage_y_um"} <= set(table.columns):
+        return None
+    by_name = table.set_index("hole")
+    missing = [name for name in atlas.names if name not in by_name.index]
+    if missing:
+        raise PlanError(f"{path}: no stage position for {len(missing)} holes (first: {missing[0]})")
+    rows = by_name.loc[list(atlas.names)]
+    return rows["stage_x_um"].to_numpy(float), rows["stage_y_um"].to_numpy(float)
+
+
+def read_measured(path: str | os.PathLike, atlas: Atlas, complete_lines_only: bool = False) -> list[tuple[int, float]]:
+    """The holes exposed so far, in file order, with their measured CTFMaxRes: the CryoRL CTF layout (``name, x, y,
+    CTFMaxRes, confidence``, no header) or ``hole,ctf`` rows (header optional). An empty file is no exposure yet.
+    ``complete_lines_only``: ignore a last line without its newline (a file being appended to)."""
+    path = Path(path)
+    measured: list[tuple[int, float]] = []
+    seen: dict[int, int] = {}
+    text = path.read_text()
+    if complete_lines_only and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = [f.strip() for f in line.split(",")]
+        if not line.strip() or (number == 1 and fields[0].lower() in ("hole", "name")):
+            continue
+        if len(fields) not in (2, 5):
+            raise PlanError(f"{path}:{number}: expected 'hole,ctf' or the CryoRL CTF layout (name, x, y, "
+                            f"CTFMaxRes, confidence), got {len(fields)} fields")
+        name, value = fields[0], fields[1] if len(fields) == 2 else fields[3]
+        try:
+            hole = atlas.index(name)
+        except KeyError:
+            raise PlanError(f"{path}:{number}: unknown hole {name!r} (not in {atlas.source or 'the grid'})") from None
+        try:
+            ctf = float(value)
+        except ValueError:
+            raise PlanError(f"{path}:{number}: CTFMaxRes {value!r} of {name} is not a number") from None
+        if not np.isfinite(ctf) or ctf <= 0:
+            raise PlanError(f"{path}:{number}: CTFMaxRes {value!r} of {name} must be a positive number")
+        if hole in seen:
+            raise PlanError(f"{path}:{number}: {name} was measured twice (first on line {seen[hole]})")
+        seen[hole] = number
+        measured.append((hole, ctf))
+    return measured
+
+
+def _hole_index(atlas: Atlas, hole: str | int) -> int:
+    if isinstance(hole, str) and not hole.isdigit():
+        try:
+            return atlas.index(hole)
+        except KeyError:
+            raise PlanError(f"unknown start hole {hole!r} (not in {atlas.source or 'the grid'})") from None
+    index = int(hole)
+    if not 0 <= index < len(atlas):
+        raise PlanError(f"start hole index {index} is outside the grid's {len(atlas)} holes")
+    return index
+
+
+def _best_start(atlas: Atlas, threshold: float) -> int:
+    from cryorl.calibration import default_calibration
+
+    p = default_calibration(threshold).probability_good(atlas)
+    return int(np.argmax(p))
+
+
+def make_plan(atlas: Atlas, agent="planner", *, budget: float, costs="cryorl-2023", threshold: float = 6.0,
+              start: str | int | None = None, measured: list[tuple[int, float]] = (),
+              stage: tuple[np.ndarray, np.ndarray] | None = None) -> Plan:
+    """The plan of ``agent`` (a name as ``cryorl evaluate --agent`` or a policy object) for ``budget`` minutes
+    (module docstring). ``measured``: ``(hole index, CTFMaxRes)`` in acquisition order (:func:`read_measured`);
+    ``stage``: stage x, y in µm per hole (:func:`read_stage_positions`)."""
+    from cryorl.agents import make_policy
+
+    policy = make_policy(agent) if isinstance(agent, (str, os.PathLike)) else agent
+    measured = list(measured)
+    truth = predicted_quality(atlas).astype(float)              # planned exposures come out as predicted
+    for hole, ctf in measured:
+        truth[hole] = ctf
+    planned = replace(atlas, true_ctf=truth)
+    env = CryoEMEnv(planned, budget=budget, costs=costs, threshold=threshold, invalid_action="raise")
+    rows: list[tuple[int, int, float]] = []                     # (hole, switch level or -1 for the start, elapsed)
+    if start is not None:
+        first = _hole_index(atlas, start)
+        if any(hole == first for hole, _ in measured):
+            raise PlanError(f"the start hole {atlas.names[first]} is also in the measured holes; the start is where "
+                            "the microscope was before the first of them")
+        exposed = measured
+    elif measured:
+        first, exposed = measured[0][0], measured[1:]
+    else:
+        first, exposed = _best_start(atlas, threshold), []
+        rows.append((first, -1, 0.0))
+    obs, _ = env.reset(options={"start": first, "budget": budget})
+    done, taken = False, 1 if start is None and measured else 0
+    for hole, _ in exposed:
+        if done:
+            break
+        obs, _, done, _, info = env.step(hole)
+        taken += 1
+    if done and env.visited.all():
+        raise PlanError(f"every hole of the grid is already exposed ({len(measured)} measured)")
+    if done:
+        raise PlanError(f"the budget of {budget:g} min is already spent: the first {taken} of the "
+                        f"{len(measured)} measured exposures took {env.elapsed:g} min")
+    elapsed_before, position = env.elapsed, str(atlas.names[env.current_hole])
+    policy.reset(env)
+    while not done:
+        hole = policy.act(obs, obs["action_mask"])
+        obs, _, done, _, info = env.step(hole)
+        rows.append((hole, info["switch_level"], info["elapsed"]))
+    return Plan(_table(atlas, rows, elapsed_before, env.costs.as_array(), threshold, stage),
+                agent=policy.name, budget=float(budget), elapsed=float(elapsed_before),
+                position=None if start is None and not measured else position,
+                measured=len(measured))
+
+
+def _table(atlas: Atlas, rows, elapsed_before: float, costs: np.ndarray, threshold: float, stage) -> pd.DataFrame:
+    from cryorl.calibration import default_calibration
+
+    holes = np.array([r[0] for r in rows], dtype=np.int64)
+    levels = np.array([r[1] for r in rows], dtype=np.int64)
+    cumulative = np.array([r[2] for r in rows], dtype=float)
+    p = default_calibration(threshold).probability_good(atlas)
+    return pd.DataFrame({
+        "order": np.arange(1, len(rows) + 1),
+        "hole": atlas.names[holes],
+        "tile": np.asarray(atlas.tile_names, dtype=object)[atlas.tile[holes]],
+        "square": np.asarray(atlas.square_names, dtype=object)[atlas.square[holes]],
+        "patch": np.asarray(atlas.patch_names, dtype=object)[atlas.patch[holes]],
+        "x": atlas.x[holes], "y": atlas.y[holes],
+        "stage_x_um": stage[0][holes] if stage is not None else np.nan,
+        "stage_y_um": stage[1][holes] if stage is not None else np.nan,
+        "predicted_ctf": atlas.predicted_ctf[holes],
+        "probability_good": p[holes],
+        "switch": np.where(levels < 0, "start", np.asarray(SWITCH_NAMES, dtype=object)[np.maximum(levels, 0)]),
+        "minutes": np.where(levels < 0, 0.0, costs[np.maximum(levels, 0)]),
+        "cumulative_minutes": cumulative,
+    }, columns=PLAN_COLUMNS)
