@@ -116,13 +116,16 @@ class PlannerPolicy(_GridPolicy):
             c = self.env.current_hole
             here = (int(self.patch[c]), int(self.square[c]), int(self.tile[c]))
         low, high = 0.0, float(p[valid].max(initial=0.0)) / self.costs[0] + _EPS
-        ranked = self._ranked_by_patch(p, valid)
-        if self._totals(np.array([low]), ranked, here)[0] <= time_left:   # everything worth anything fits
-            everything = self._plan_at(low, p, valid, here)
-            return (everything, low), (everything, low)
-        for _ in range(-(-self.bisection_steps // 6)):               # 64-ary search: 6 bisection steps a round
-            prices = low + (high - low) * np.arange(1, 64) / 64.0
-            fit = np.flatnonzero(self._totals(prices, ranked, here) <= time_left)
+        fractions = np.arange(0, 64) / 64.0                          # the first round also tries ``low`` itself
+        for round_ in range(1 + -(-self.bisection_steps // 6)):      # 64-ary search: 6 bisection steps a round
+            prices = low + (high - low) * fractions
+            totals = self._totals(prices, p, valid, here)
+            if round_ == 0:
+                if totals[0] <= time_left:                           # everything worth anything fits
+                    everything = self._plan_at(low, p, valid, here)
+                    return (everything, low), (everything, low)
+                prices, totals, fractions = prices[1:], totals[1:], fractions[1:]
+            fit = np.flatnonzero(totals <= time_left)
             if len(fit):
                 high = float(prices[fit[0]])
                 low = float(prices[fit[0] - 1]) if fit[0] > 0 else low
@@ -130,29 +133,23 @@ class PlannerPolicy(_GridPolicy):
                 low = float(prices[-1])
         return (self._plan_at(high, p, valid, here), high), (self._plan_at(low, p, valid, here), low)
 
-    def _ranked_by_patch(self, p: np.ndarray, valid: np.ndarray):
-        """The valid holes sorted by patch, most probable first, as search keys (``2·patch + 1 − p``), with each
-        patch's first and last position and the running sum of ``p``: how many holes of a patch clear a bar
-        and what they earn, for any bar, by binary search instead of a pass over the holes."""
-        holes = np.flatnonzero(valid)
-        order = holes[np.lexsort((-p[holes], self.patch[holes]))]
-        patches, probabilities = self.patch[order], p[order]
-        ids = np.arange(self.n_patches)
-        starts, ends = np.searchsorted(patches, ids, "left"), np.searchsorted(patches, ids, "right")
-        keys = 2.0 * patches + (1.0 - probabilities)
-        return keys, starts, ends, np.concatenate([[0.0], np.cumsum(probabilities)])
-
-    def _totals(self, prices: np.ndarray, ranked, here: tuple[int, int, int]) -> np.ndarray:
-        """The plan's total minutes at each of several prices at once (:meth:`_plan_at`, vectorized)."""
+    def _totals(self, prices: np.ndarray, p: np.ndarray, valid: np.ndarray, here: tuple[int, int, int]):
+        """The plan's total minutes at each of several ascending prices at once (:meth:`_plan_at`, vectorized:
+        a hole is taken at the prices whose bar ``price·c_hole`` it clears, counted per patch in one pass)."""
         c0, c1, c2, c3 = self.costs
         current_patch, current_square, current_tile = here
-        keys, starts, ends, running = ranked
-        price = prices[:, None]
-        bars = 2.0 * np.arange(self.n_patches) + 1.0 - price * c0            # (prices, patches)
-        last = np.clip(np.searchsorted(keys, bars, "right"), starts, ends)
-        k = (last - starts).astype(np.float64)
-        gain = running[last] - running[starts]
         k_prices = len(prices)
+        probabilities, patches = p[valid], self.patch[valid]
+        cleared = np.searchsorted(prices * c0, probabilities, side="right")   # how many bars each hole clears
+        cells = patches * (k_prices + 1) + cleared
+        size = self.n_patches * (k_prices + 1)
+
+        def taken(weights: np.ndarray | None) -> np.ndarray:
+            per_bar = np.bincount(cells, weights, size).reshape(self.n_patches, k_prices + 1)
+            return np.cumsum(per_bar[:, ::-1], axis=1)[:, -2::-1].T      # (prices, patches): bars cleared > index
+
+        k, gain = taken(None).astype(np.float64), taken(probabilities)
+        price = prices[:, None]
 
         def group_sum(ids: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
             flat = (np.arange(k_prices)[:, None] * n_groups + ids).ravel()
