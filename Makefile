@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cryorl-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench reports clean constraints
+.PHONY: demo test test-all lint bench reports clean constraints
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Lint: ruff with the rules in pyproject.toml ([tool.ruff]); CI runs it before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from decision_latency import latency  # benchmarks/ is on sys.path when this script runs
 
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.fileio import atomic_path
 from cryorl.quality import as_classifier
-from decision_latency import latency      # benchmarks/ is on sys.path when this script runs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 

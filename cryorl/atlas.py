@@ -8,9 +8,9 @@ square?" directly.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -169,7 +169,8 @@ class Atlas:
         try:
             return self._index[name]
         except KeyError:
-            raise KeyError(f"no hole named {name!r} in this atlas ({len(self)} holes from {self.source or 'memory'})")
+            raise KeyError(f"no hole named {name!r} in this atlas ({len(self)} holes from "
+                           f"{self.source or 'memory'})") from None
 
     def is_good(self, threshold: float = 6.0) -> np.ndarray:
         """Holes whose measured CTFMaxRes is ≤ ``threshold`` Å (unmeasured holes are not good)."""
@@ -186,7 +187,7 @@ class Atlas:
                 f"{measured.sum()} measured, {good} ≤ 6 Å; predictions: {pred}; source={self.source!r})")
 
     # ------------------------------------------------------------------------------------------- transformation
-    def subset(self, holes: np.ndarray | Iterable[int], source: str | None = None) -> "Atlas":
+    def subset(self, holes: np.ndarray | Iterable[int], source: str | None = None) -> Atlas:
         """A new Atlas with only ``holes`` (indices or a boolean mask), keeping order; unused levels are dropped."""
         holes = np.asarray(holes)
         if holes.dtype == bool:
@@ -196,7 +197,7 @@ class Atlas:
                                 source=source if source is not None else f"{self.source} (subset)")
 
     def with_predictions(self, predicted_ctf: np.ndarray | None = None,
-                         predicted_good: np.ndarray | None = None) -> "Atlas":
+                         predicted_good: np.ndarray | None = None) -> Atlas:
         """A copy with new predictions (e.g. from a perception model run on the hole images)."""
         from dataclasses import replace
 
@@ -222,13 +223,14 @@ class Atlas:
         return frame
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, position_unit: str = "px", source: str = "") -> "Atlas":
+    def from_frame(cls, frame: pd.DataFrame, position_unit: str = "px", source: str = "") -> Atlas:
         """Build from a table with columns ``hole, tile, square, patch, x, y, true_ctf, predicted_ctf`` (and optional
         ``predicted_good``, ``ctf_confidence``). Hierarchy levels are named by strings; ids follow first appearance."""
         required = ["hole", "tile", "square", "patch", "x", "y", "true_ctf", "predicted_ctf"]
         missing = [c for c in required if c not in frame.columns]
         if missing:
-            raise AtlasError(f"hole table from {source or 'memory'} lacks columns {missing}; it has {list(frame.columns)}")
+            raise AtlasError(f"hole table from {source or 'memory'} lacks columns {missing}; "
+                             f"it has {list(frame.columns)}")
         tile, tile_names = pd.factorize(frame["tile"].astype(str))
         square, square_names = pd.factorize(frame["square"].astype(str))
         patch, patch_names = pd.factorize(frame["patch"].astype(str))
@@ -261,7 +263,7 @@ class Atlas:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Atlas":
+    def load(cls, path: str | os.PathLike) -> Atlas:
         """Read a hole table written by :meth:`save` (CSV or Parquet)."""
         path = Path(path)
         if not path.exists():

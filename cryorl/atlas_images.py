@@ -62,7 +62,8 @@ def _session_dose(directory: Path) -> float | None:
 
 def atlas_from_images(directory: str | os.PathLike, ctf_table: str | os.PathLike | None = None,
                       predictions: str | os.PathLike | None = None, *, hole_diameter_um: float = 1.0,
-                      hole_pitch_um: float | None = 2.0, dose: float | None = None, max_distance_px: float | None = None,
+                      hole_pitch_um: float | None = 2.0, dose: float | None = None,
+                      max_distance_px: float | None = None,
                       progress: bool = False) -> tuple[Atlas, pd.DataFrame]:
     """Build an Atlas from the patch images in ``directory`` (or its ``patches/``). ``hole_diameter_um`` and
     ``hole_pitch_um`` describe the grid type (default R1/1: 1 µm holes, 2 µm apart).

@@ -8,15 +8,15 @@ its share of the oracle's good exposures, and the Jaccard overlap of its holes w
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from cryorl.agents import Policy, evaluate_policy, make_policy, summarize
-from cryorl.agents.evaluation import check_budgets
 from cryorl.agents.baselines import HumanTracePolicy
+from cryorl.agents.evaluation import check_budgets
 from cryorl.atlas import Atlas
 from cryorl.costs import CollectionCosts, get_costs
 from cryorl.env import CryoEMEnv
@@ -155,5 +155,6 @@ def run_benchmark(atlas: Atlas | None = None, *, agents: Sequence[str | Policy] 
         raise ValueError(f"no published figures named {published!r}; known: {', '.join(PUBLISHED)}")
     return BenchmarkResult(atlas=atlas, grid=grid or atlas.source or "simulated", costs=get_costs(costs),
                            threshold=threshold, budgets=budgets, episodes=episodes, seed=seed, steps=steps,
-                           summary=summary, humans=humans, agents=names, real_clock=clock, ranking=ranking, overlap=overlap,
+                           summary=summary, humans=humans, agents=names, real_clock=clock, ranking=ranking,
+                           overlap=overlap,
                            published=PUBLISHED[published] if published else None, command=command)

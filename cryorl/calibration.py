@@ -72,7 +72,7 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-self.log_odds(atlas)))
 
     @classmethod
-    def fit_atlases(cls, atlases: list[Atlas], threshold: float = 6.0, source: str = "") -> "Calibration":
+    def fit_atlases(cls, atlases: list[Atlas], threshold: float = 6.0, source: str = "") -> Calibration:
         """Maximum-likelihood fit on the measured holes of grids with known outcomes (regressor predictions)."""
         from scipy.optimize import minimize
 
@@ -108,7 +108,7 @@ class Calibration:
         return atomic_write_text(path, text + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Calibration":
+    def load(cls, path: str | os.PathLike) -> Calibration:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

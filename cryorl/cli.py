@@ -364,9 +364,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
-
     from cryorl import __version__
+    from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
 
     parser = _Parser(prog="cryorl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cryorl {__version__}")
@@ -395,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate agents over seeded random starts and budgets")
     evaluate.add_argument("--agent", nargs="+", required=True,
-                          help="random, predict-rank, greedy-local, snowball, planner, oracle, dqn, ppo, a saved policy "
-                               "folder, or human-trace:PATH")
+                          help="random, predict-rank, greedy-local, snowball, planner, oracle, dqn, ppo, a saved "
+                               "policy folder, or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None, help="a CryoRL-format folder (default: simulated grid)")
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--era", choices=["2023", "2022"], default=None,

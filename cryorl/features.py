@@ -115,7 +115,8 @@ class CompactFeatures(_FeatureSet):
             "measured_ctf": measured,
             "hierarchy": self._hierarchy.copy(), "is_hole": self._is_hole.copy(),
             "visited": visited_row, "current": current_row,
-            "time_left": np.array([min(max(time_left, 0.0), MAX_MINUTES)], dtype=np.float32), "costs": self.costs.copy(),
+            "time_left": np.array([min(max(time_left, 0.0), MAX_MINUTES)], dtype=np.float32),
+            "costs": self.costs.copy(),
             "threshold": np.array([self.threshold], dtype=np.float32), "action_mask": self._mask(visited),
         }
 

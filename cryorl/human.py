@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -232,7 +232,8 @@ def simulate_operator(atlas: Atlas, seed: int, costs: str | CollectionCosts = "a
     steps = costs[levels] * rng.lognormal(0.0, 0.3, len(levels))
     steps += np.where(rng.random(len(levels)) < 1 / 400, rng.uniform(30, 180, len(levels)), 0.0)
     minutes = np.concatenate([[0.0], np.cumsum(steps)])
-    return HumanTrace(name or f"simulated operator {seed}", tuple(atlas.names[holes]), minutes, f"simulated, seed {seed}")
+    return HumanTrace(name or f"simulated operator {seed}", tuple(atlas.names[holes]), minutes,
+                      f"simulated, seed {seed}")
 
 
 def percentile_rank(value: float, population: Sequence[float]) -> float:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Optics", "Magnification", "Defects", "ATLAS_MAG", "SQUARE_MAG", "PATCH_MAG", "lattice_points", "transmission",
+__all__ = ["Optics", "Magnification", "Defects", "ATLAS_MAG", "SQUARE_MAG", "PATCH_MAG", "lattice_points",
+           "transmission",
            "render_film", "render_square_image", "render_patch_image", "render_atlas_tile", "cut_crops",
            "counts"]
 
@@ -147,7 +148,7 @@ class Defects:
 
     @classmethod
     def random(cls, rng: np.random.Generator, half_extent_um: float, n_blobs: int, n_cracks: int,
-               centre: tuple[float, float] = (0.0, 0.0)) -> "Defects":
+               centre: tuple[float, float] = (0.0, 0.0)) -> Defects:
         cx, cy = centre
         blobs = np.column_stack([rng.uniform(-half_extent_um, half_extent_um, n_blobs) + cx,
                                  rng.uniform(-half_extent_um, half_extent_um, n_blobs) + cy,

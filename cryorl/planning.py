@@ -1,12 +1,12 @@
 """Collection plans for a session: a policy's ordered targets for the time left, re-made as exposures come in.
 
-:func:`make_plan` (``cryorl.plan``) puts the microscope where the session is — at the start hole (``start``), after the holes
-already exposed (``measured``: their names and measured CTFMaxRes, in acquisition order; the minutes they took come
-from the cost model) — and rolls the policy out for the rest of the budget on the grid's predictions: every planned
-exposure is assumed to come out as predicted, since nothing else is known yet. The first target is exactly what
-the policy would do now; the rest is its best guess, to be re-made when the next exposure is measured
-(``cryorl plan --watch``). Without ``start`` or measured holes the plan begins at the most probable hole of the
-grid (by the planner's calibration), listed as its first target.
+:func:`make_plan` (``cryorl.plan``) puts the microscope where the session is — at the start hole (``start``),
+after the holes already exposed (``measured``: their names and measured CTFMaxRes, in acquisition order; the
+minutes they took come from the cost model) — and rolls the policy out for the rest of the budget on the grid's
+predictions: every planned exposure is assumed to come out as predicted, since nothing else is known yet. The
+first target is exactly what the policy would do now; the rest is its best guess, to be re-made when the next
+exposure is measured (``cryorl plan --watch``). Without ``start`` or measured holes the plan begins at the most
+probable hole of the grid (by the planner's calibration), listed as its first target.
 
 :meth:`Plan.write` writes ``plan.csv`` and either a SerialEM navigator file (``plan.nav``: one point item per
 target in acquisition order, stage coordinates in µm, ``Acquire = 1``) where stage positions are known (a session

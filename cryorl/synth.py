@@ -96,7 +96,7 @@ class GridSpec:
                              f"{self.min_holes_per_patch}-{self.max_holes_per_patch} holes ({lo}-{hi})")
 
     @classmethod
-    def from_mapping(cls, fields: dict) -> "GridSpec":
+    def from_mapping(cls, fields: dict) -> GridSpec:
         """A spec from a mapping of its fields (a preset's or config's ``grid``). A hole count without patch, square
         and tile counts scales the real session's shape (:meth:`with_holes`); unknown keys are errors."""
         fields = dict(fields or {})
@@ -109,7 +109,7 @@ class GridSpec:
         return cls(**fields)
 
     @classmethod
-    def with_holes(cls, n_holes: int, **overrides) -> "GridSpec":
+    def with_holes(cls, n_holes: int, **overrides) -> GridSpec:
         """A spec of the default grid's shape scaled to ``n_holes`` holes (19.5 holes per patch, 6 patches per
         square, 1.54 squares per tile); the patch count stays within what ``n_holes`` can fill."""
         default = cls()

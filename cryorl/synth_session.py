@@ -34,8 +34,20 @@ import numpy as np
 import pandas as pd
 
 from cryorl.fileio import atomic_path, atomic_write_text
-from cryorl.imaging import (ATLAS_MAG, PATCH_MAG, SQUARE_MAG, Defects, Magnification, Optics, cut_crops,
-                            lattice_points, render_atlas_tile, render_patch_image, render_square_image, transmission)
+from cryorl.imaging import (
+    ATLAS_MAG,
+    PATCH_MAG,
+    SQUARE_MAG,
+    Defects,
+    Magnification,
+    Optics,
+    cut_crops,
+    lattice_points,
+    render_atlas_tile,
+    render_patch_image,
+    render_square_image,
+    transmission,
+)
 from cryorl.mrc import write_mrc
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 

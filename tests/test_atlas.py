@@ -68,7 +68,8 @@ def _frame(**changes):
     ({"predicted_ctf": (2, np.nan)}, r"hole 2 \('h2'\): predicted CTFMaxRes is nan"),
     ({"true_ctf": (6, -1.0)}, r"hole 6 \('h6'\): true CTFMaxRes -1.0 Å is negative"),
     ({"square": (6, "A1")}, r"hole 6 \('h6'\): square 'A1' appears in more than one tile"),
-    ({"square": (3, "A2")}, r"hole 4 \('h4'\): patch 'p2' appears in more than one square \('A2' at hole 3, 'A1' here\)"),
+    ({"square": (3, "A2")},
+     r"hole 4 \('h4'\): patch 'p2' appears in more than one square \('A2' at hole 3, 'A1' here\)"),
 ])
 def test_validation_names_the_offending_hole(changes, message):
     with pytest.raises(AtlasError, match=message):

@@ -4,8 +4,16 @@ import pandas as pd
 import pytest
 
 from cryorl import CryoEMEnv, GridSpec, simulate_atlas
-from cryorl.agents import (GreedyLocalPolicy, HumanTracePolicy, OraclePolicy, PredictRankPolicy, SnowballPolicy,
-                           evaluate_policy, make_policy, summarize)
+from cryorl.agents import (
+    GreedyLocalPolicy,
+    HumanTracePolicy,
+    OraclePolicy,
+    PredictRankPolicy,
+    SnowballPolicy,
+    evaluate_policy,
+    make_policy,
+    summarize,
+)
 from cryorl.agents.evaluation import SUMMARY_COLUMNS, TRAJECTORY_COLUMNS
 from cryorl.cli import main
 

@@ -1,13 +1,11 @@
 """Nothing lost, nothing silently wrong: output folders, one-line CLI errors, checkpoints, shipped names."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from cryorl.cli import main

@@ -52,8 +52,8 @@ def test_unpacked_wheel_runs_from_another_folder(wheel, tmp_path):
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     check = ("import gymnasium as gym, cryorl; from cryorl.agents import make_policy; "
-             "assert cryorl.__file__.startswith(%r), cryorl.__file__; "
-             "gym.make('CryoEM-v0', preset='default'); make_policy('dqn'); make_policy('ppo'); print('ok')" % str(site))
+             f"assert cryorl.__file__.startswith({str(site)!r}), cryorl.__file__; "
+             "gym.make('CryoEM-v0', preset='default'); make_policy('dqn'); make_policy('ppo'); print('ok')")
     result = subprocess.run([sys.executable, "-c", check], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
     result = subprocess.run([sys.executable, "-m", "cryorl.cli", "evaluate", "--agent", "dqn", "ppo", "--budgets",

@@ -5,8 +5,15 @@ import os
 from pathlib import Path
 
 from cryorl.agents.base import Policy
-from cryorl.agents.baselines import (BASELINES, GreedyLocalPolicy, HumanTracePolicy, OraclePolicy,
-                                     PredictRankPolicy, RandomPolicy, SnowballPolicy)
+from cryorl.agents.baselines import (
+    BASELINES,
+    GreedyLocalPolicy,
+    HumanTracePolicy,
+    OraclePolicy,
+    PredictRankPolicy,
+    RandomPolicy,
+    SnowballPolicy,
+)
 from cryorl.agents.evaluation import Evaluation, evaluate, evaluate_policy, summarize
 from cryorl.agents.planner import PlannerPolicy
 from cryorl.resources import PRETRAINED_DIR

@@ -19,7 +19,7 @@ class Policy(ABC):
 
     name: str = "policy"
 
-    def reset(self, env) -> None:
+    def reset(self, env) -> None:  # noqa: B027 - optional hook: most policies need no episode state
         """Start a new episode on ``env``."""
 
     def start_hole(self, env) -> int | None:

@@ -26,7 +26,7 @@ at the 6 Å threshold).
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

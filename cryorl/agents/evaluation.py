@@ -7,7 +7,8 @@ policy with its own start, like a human trace, keeps it). Each budget is a separ
 from __future__ import annotations
 
 import time
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,9 +40,10 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
                     **env_kwargs) -> pd.DataFrame:
     """Run ``policy`` for ``episodes`` seeded starts at each budget; one row per step (step 0 = start hole).
 
-    Columns: ``agent, budget, episode, seed`` (of the episode's start), ``step, hole`` (name), ``elapsed`` (minutes), ``switch_level`` (-1 for the
-    start), ``ctf`` and ``predicted_ctf`` (Å), ``good`` (a good exposure that counted; the start hole earns
-    nothing), ``reward``. The mean decision time is kept in ``df.attrs["decision_ms"]`` (``{agent: ms}``).
+    Columns: ``agent, budget, episode, seed`` (of the episode's start), ``step, hole`` (name), ``elapsed``
+    (minutes), ``switch_level`` (-1 for the start), ``ctf`` and ``predicted_ctf`` (Å), ``good`` (a good exposure
+    that counted; the start hole earns nothing), ``reward``. The mean decision time is kept in
+    ``df.attrs["decision_ms"]`` (``{agent: ms}``).
     """
     env = _as_env(env_or_atlas, **env_kwargs)
     budgets = check_budgets(budgets)
@@ -98,8 +100,9 @@ def check_budgets(budgets: Iterable[float]) -> list[float]:
 
 
 def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None = None) -> pd.DataFrame:
-    """Per agent and budget (in order of appearance): episodes, mean ± std of good exposures, exposures and reward, mean switches by level,
-    and the mean decision time per step (``decision_ms``, default ``trajectories.attrs["decision_ms"]``)."""
+    """Per agent and budget (in order of appearance): episodes, mean ± std of good exposures, exposures and reward,
+    mean switches by level, and the mean decision time per step (``decision_ms``, default
+    ``trajectories.attrs["decision_ms"]``)."""
     steps = trajectories[trajectories["step"] > 0]
     per_episode = steps.groupby(["agent", "budget", "episode"], sort=False).agg(
         good=("good", "sum"), exposures=("switch_level", lambda s: int((s >= 0).sum())), reward=("reward", "sum"),

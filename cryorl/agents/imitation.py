@@ -16,8 +16,9 @@ a few numbers — so a round of 20,000 steps on 500-hole grids takes ~20 MB, and
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np

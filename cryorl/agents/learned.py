@@ -51,7 +51,7 @@ class LearnedPolicy(Policy):
         self.signals = SignalSource()
 
     @classmethod
-    def from_model(cls, model, name: str, metadata: dict | None = None) -> "LearnedPolicy":
+    def from_model(cls, model, name: str, metadata: dict | None = None) -> LearnedPolicy:
         scorer = HoleScorer(hidden=scorer_from_model(model).hidden)
         scorer.load_state_dict(scorer_from_model(model).state_dict())
         return cls(scorer, name, metadata)
@@ -82,7 +82,7 @@ class LearnedPolicy(Policy):
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, name: str | None = None) -> "LearnedPolicy":
+    def load(cls, directory: str | os.PathLike, name: str | None = None) -> LearnedPolicy:
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG, directory / WEIGHTS
         if not config_path.exists() or not weights_path.exists():

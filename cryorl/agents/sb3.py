@@ -2,8 +2,9 @@
 
 - :class:`MaskedDQN` — DQN whose ε-greedy exploration and warm-up sample only valid holes (``predict`` and
   ``_sample_action``), optionally guided: with probability ``exploration_guide`` an exploratory action is the
-  budget-aware planner's pick (its ``planner_pick`` signal) instead of a uniformly random hole; its Q-network (:class:`HoleQNetwork`, made by ``HoleDQNPolicy.make_q_net``) returns
-  ``-1e8`` for invalid holes, so both acting and the bootstrap target (``max`` over next Q-values) are masked.
+  budget-aware planner's pick (its ``planner_pick`` signal) instead of a uniformly random hole; its Q-network
+  (:class:`HoleQNetwork`, made by ``HoleDQNPolicy.make_q_net``) returns ``-1e8`` for invalid holes, so both acting
+  and the bootstrap target (``max`` over next Q-values) are masked.
 - :class:`HoleMaskablePolicy` — sb3-contrib's MaskableActorCriticPolicy with the per-hole scores as logits and a
   pooled value head (``_build_mlp_extractor`` and ``_build``).
 

@@ -37,8 +37,8 @@ from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.quality import as_classifier
 from cryorl.synth import GridSpec, simulate_atlas
 
-__all__ = ["RandomBudget", "OpportunityCost", "load_config", "training_env_fns", "make_training_env", "make_eval_atlases",
-           "train", "real_part"]
+__all__ = ["RandomBudget", "OpportunityCost", "load_config", "training_env_fns", "make_training_env",
+           "make_eval_atlases", "train", "real_part"]
 
 ALGOS = ("dqn", "ppo")
 NON_SB3_KEYS = {"algo", "n_timesteps", "env", "eval", "checkpoint_freq", "keep_checkpoints", "policy", "imitation"}
@@ -359,8 +359,9 @@ def train(config: dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0, 
     """Train (or resume) one agent in ``run_dir``; returns the final policy (also saved in ``run_dir/policy``).
 
     With an ``imitation`` section, a new run first imitates the planner (DAgger; ``imitation.csv``) and then
-    learns by RL from there. ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written atomically, the newest
-    ``keep_checkpoints`` (2) kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best policy on the
+    learns by RL from there. ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written
+    atomically, the newest ``keep_checkpoints`` (2) kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best
+    policy on the
     held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time). Re-running with the same ``run_dir``
     resumes from the newest checkpoint that loads. Checkpoints are SB3 zips, which unpickle Python objects: a run
     folder is trusted like code; resume only runs you made (shipped policies are plain weights instead).

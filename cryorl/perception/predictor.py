@@ -205,7 +205,7 @@ class HoleQualityPredictor:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "HoleQualityPredictor":
+    def load(cls, folder: str | os.PathLike) -> HoleQualityPredictor:
         folder = Path(folder)
         try:
             config = json.loads((folder / "config.json").read_text())

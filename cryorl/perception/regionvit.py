@@ -3,8 +3,9 @@
 Two token sets: *regional* tokens from large patches (28 × 28 pixels) and *local* tokens from small ones (4 × 4),
 so each regional token owns a window of 7 × 7 local tokens. Each R2L block first lets the regional tokens attend
 to one another (global context, few tokens), then each regional token attends jointly with its own local tokens
-(window attention), carrying the global information to them; both attentions share their weights. Stages halve both token grids and widen the
-channels. Inputs are resized to the nearest size the pyramid allows (a multiple of 28 · 2^(stages−1)).
+(window attention), carrying the global information to them; both attentions share their weights. Stages halve
+both token grids and widen the channels. Inputs are resized to the nearest size the pyramid allows (a multiple
+of 28 · 2^(stages−1)).
 """
 from __future__ import annotations
 
