@@ -244,11 +244,11 @@ def _perception_data(args: argparse.Namespace, seeds: list[int] | None, labelled
     import numpy as np
 
     if args.data is not None:
-        from cryorl.loaders import read_ctf_csv
+        from cryorl.loaders import ctf_tables, read_ctf_csv
         from cryorl.perception.crops import load_session_crops
 
         names, crops = load_session_crops(args.data)
-        tables = sorted(args.data.glob("target_CTF_*.csv")) + sorted(args.data.glob("CTF_*_by_hl.csv"))
+        tables = ctf_tables(args.data)
         if not tables:
             return names, crops, None
         ctf = read_ctf_csv(tables[0]).set_index("name")["ctf_max_res"]

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["CollectionCosts", "COST_PRESETS", "SWITCH_LEVELS", "get_costs", "switch_levels",
+__all__ = ["CollectionCosts", "COST_PRESETS", "SWITCH_LEVELS", "get_costs", "switch_level", "scalar_where",
+           "switch_levels",
            "calibrate_costs", "collection_order"]
 
 SWITCH_LEVELS = ("hole", "patch", "square", "tile")
@@ -79,12 +80,22 @@ def get_costs(costs: str | CollectionCosts | dict | tuple | list) -> CollectionC
     return CollectionCosts(*map(float, values))
 
 
+def switch_level(same_patch, same_square, same_tile, where=np.where):
+    """The switch level of a move — 0 within a patch, 1 to another patch of the square, 2 to another square of the
+    tile, 3 to another tile — from whether the two holes share a patch, a square, a tile. The one statement of the
+    rule: ``where`` is ``np.where`` for arrays (default), ``torch.where`` for tensors, or
+    :func:`scalar_where` for single moves."""
+    return where(same_patch, 0, where(same_square, 1, where(same_tile, 2, 3)))
+
+
+def scalar_where(condition: bool, if_true, if_false):
+    """``np.where`` for one Python value (no array round trip), for :func:`switch_level` on a single move."""
+    return if_true if condition else if_false
+
+
 def switch_levels(tile: np.ndarray, square: np.ndarray, patch: np.ndarray, src, dst) -> np.ndarray:
     """Switch level (0-3) of moves from holes ``src`` to holes ``dst`` (arrays or scalars, broadcast)."""
-    same_patch = patch[src] == patch[dst]
-    same_square = square[src] == square[dst]
-    same_tile = tile[src] == tile[dst]
-    return np.where(same_patch, 0, np.where(same_square, 1, np.where(same_tile, 2, 3)))
+    return switch_level(patch[src] == patch[dst], square[src] == square[dst], tile[src] == tile[dst])
 
 
 def collection_order(timestamps: pd.DataFrame, names) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryorl.fileio import atomic_path
+from cryorl.loaders import TIMESTAMPS_FILE, dataset_file
 
 __all__ = ["DATASETS", "MAX_BYTES", "RemoteFile", "cache_dir", "default_dest", "download_dataset", "sha256",
            "DownloadError"]
@@ -49,28 +50,28 @@ class RemoteDataset:
 DATASETS: dict[tuple[str, str], RemoteDataset] = {
     ("aldolase", "2023"): RemoteDataset(
         f"{_REPO}/87b97f3941b04cf3aa2cce85ab336c501f032bb4/cryoRL/CryoEM_data", (
-            RemoteFile("target_CTF_Y1_train.csv",
+            RemoteFile(dataset_file("2023", "ctf", "train"),
                        "1ce0e1a9d692144c269f7a9c796135adc05342c92790ac205a95a27336bfaee2", ("train",), 147131),
-            RemoteFile("target_CTF_Y1_val.csv",
+            RemoteFile(dataset_file("2023", "ctf", "val"),
                        "123483f013d8778ec233596d50e751610dd2e277f39deaa9df8c3dc2d19afd66", ("val",)),
-            RemoteFile("Y1_2_regress_8bit_res50_train_by_hl.txt",
+            RemoteFile(dataset_file("2023", "predictions", "train"),
                        "f9820d5ff3e6429790d3153822fbe18cca6be47cad69b2a29be422f613725fd1", ("train",), 75731),
-            RemoteFile("Y1_2_regress_8bit_res50_val_by_hl.txt",
+            RemoteFile(dataset_file("2023", "predictions", "val"),
                        "10403cd8328091a2d9b26f9cfe518e467552a8e351c45c6a5c575a0f07ddf7ed", ("val",)),
-            RemoteFile("timestamps.csv",
+            RemoteFile(TIMESTAMPS_FILE,
                        "4a0f1828a9b80f2e84902935ee5fbf4b3d48015bbc068d4121433aba30758087", ("train", "val")),
         ), "aldolase"),
     ("aldolase", "2022"): RemoteDataset(
         f"{_REPO}/a0561e13de581e7f65f1cd10365df121f4cfd94d/CryoEM_data", (
-            RemoteFile("CTF_train_by_hl.csv",
+            RemoteFile(dataset_file("2022", "ctf", "train"),
                        "a06ce7f8a33255140df80671b87b1619fc3c1b4ca10b35eaee4dd06dbfc9b680", ("train",)),
-            RemoteFile("CTF_val_by_hl.csv",
+            RemoteFile(dataset_file("2022", "ctf", "val"),
                        "35b9d46e4fb9a05bc30f917a077658be625c0d6c6fa523b05603c887e05bb9cc", ("val",)),
-            RemoteFile("2_cat_8bit_res50_train_by_hl.txt",
+            RemoteFile(dataset_file("2022", "predictions", "train"),
                        "924246336f94702782b69db30d10d9233824d6a487f9f211051b5c8453297011", ("train",)),
-            RemoteFile("2_cat_8bit_res50_val_by_hl.txt",
+            RemoteFile(dataset_file("2022", "predictions", "val"),
                        "6ee2ed83cfa37ae286fd6632611b5f5572000ec9e3652eb319bbc7f13f5c1215", ("val",)),
-            RemoteFile("timestamps.csv",
+            RemoteFile(TIMESTAMPS_FILE,
                        "3ff1a088027906f0ab17f1d49f27e37154f196c22a97385b2dceed65b0a774d3", ("train", "val")),
         ), "aldolase-2022"),
 }

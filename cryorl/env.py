@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from cryorl.atlas import Atlas
-from cryorl.costs import SWITCH_LEVELS, CollectionCosts, get_costs
+from cryorl.costs import SWITCH_LEVELS, CollectionCosts, get_costs, scalar_where, switch_level
 from cryorl.features import make_feature_set
 from cryorl.render import map_coordinates, render_ansi, render_rgb
 from cryorl.synth import GridSpec, simulate_atlas
@@ -240,8 +240,8 @@ class CryoEMEnv(gym.Env):
             self._done = terminated = bool(self._elapsed > self._budget)
             return self._observe(), self.invalid_action_penalty, terminated, False, self._info(-1, self._current)
         src = self._current
-        level = 0 if self._patch[src] == self._patch[hole] else 1 if self._square[src] == self._square[hole] \
-            else 2 if self._tile[src] == self._tile[hole] else 3
+        level = switch_level(self._patch[src] == self._patch[hole], self._square[src] == self._square[hole],
+                             self._tile[src] == self._tile[hole], where=scalar_where)
         self._elapsed += self._cost_by_level[level]
         good = bool(self._good[hole])
         reward = float(self.switch_rewards[level]) if good else 0.0

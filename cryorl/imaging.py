@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Optics", "Magnification", "Defects", "ATLAS_MAG", "SQUARE_MAG", "PATCH_MAG", "lattice_points",
-           "transmission",
-           "render_film", "render_square_image", "render_patch_image", "render_atlas_tile", "cut_crops",
-           "counts"]
+__all__ = ["Optics", "Magnification", "Defects", "ATLAS_MAG", "SQUARE_MAG", "PATCH_MAG", "CROP_SIZE",
+           "lattice_points", "splat_holes", "transmission", "render_film", "render_square_image",
+           "render_patch_image", "render_atlas_tile", "cut_crops", "counts"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +106,8 @@ def _pixel_grid(mag: Magnification) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(x, y)
 
 
-def _splat_holes(shape: tuple[int, int], centres_px: np.ndarray, radius_px: float, values: np.ndarray,
-                 rim_px: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def splat_holes(shape: tuple[int, int], centres_px: np.ndarray, radius_px: float, values: np.ndarray,
+                rim_px: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Anti-aliased discs: coverage (0..1) per pixel, the value of the disc covering it, and the hole's carbon rim
     (a ring of width ``rim_px`` just outside the disc, 0..1). Vectorized over holes (non-overlapping discs)."""
     coverage, value, rim = np.zeros(shape), np.zeros(shape), np.zeros(shape)
@@ -177,8 +176,8 @@ def render_film(mag: Magnification, hole_xy_um: np.ndarray, hole_thickness_nm: n
     hole_xy_um = np.asarray(hole_xy_um, dtype=np.float64).reshape(-1, 2)
     centres = np.column_stack([(hole_xy_um[:, 0] - centre_um[0]) / mag.pixel_um + (w - 1) / 2.0,
                                (hole_xy_um[:, 1] - centre_um[1]) / mag.pixel_um + (h - 1) / 2.0])
-    coverage, ice, rim = _splat_holes(mag.shape, centres, radius_px, np.asarray(hole_thickness_nm, dtype=np.float64),
-                                      optics.rim_width_um / mag.pixel_um)
+    coverage, ice, rim = splat_holes(mag.shape, centres, radius_px, np.asarray(hole_thickness_nm, dtype=np.float64),
+                                     optics.rim_width_um / mag.pixel_um)
     texture = 1.0 + 0.08 * _smooth_noise(mag.shape, max(2.0, 0.3 / mag.pixel_um), rng)
     film = optics.carbon_nm * optics.carbon_density_ratio * texture + np.asarray(film_ice_nm) + optics.rim_nm * rim
     thickness = coverage * ice + (1.0 - coverage) * film

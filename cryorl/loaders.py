@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cryorl.atlas import Atlas
+from cryorl.atlas import MAX_FEATURE_CTF, Atlas
 from cryorl.leginon import parse_exposure_names
 
 __all__ = [
@@ -30,11 +30,24 @@ CONFIDENCE_RANGE = (-0.01, 1.01)
 """Accepted CTF-fit confidences: a 0-1 score, with room for the published files' rounding (-0.004)."""
 MissingPolicy = Literal["error", "drop", "worst"]
 
-# File names of the published splits, by era of the CryoRL papers.
 DATASET_FILES = {
     "2023": {"ctf": "target_CTF_Y1_{split}.csv", "predictions": "Y1_2_regress_8bit_res50_{split}_by_hl.txt"},
     "2022": {"ctf": "CTF_{split}_by_hl.csv", "predictions": "2_cat_8bit_res50_{split}_by_hl.txt"},
 }
+"""File names of the published splits, by era of the CryoRL papers: the one table every reader and writer uses."""
+TIMESTAMPS_FILE = "timestamps.csv"
+"""A session's acquisition times (shared by the splits of a session)."""
+
+
+def dataset_file(era: str, kind: str, split: str) -> str:
+    """The CryoRL file name of ``kind`` ("ctf" or "predictions") for ``split`` in ``era`` ("2023" or "2022")."""
+    return DATASET_FILES[era][kind].format(split=split)
+
+
+def ctf_tables(directory: str | os.PathLike) -> list[Path]:
+    """The CTF tables in a folder, of either era (2023 first), sorted by name."""
+    directory = Path(directory)
+    return [path for era in DATASET_FILES for path in sorted(directory.glob(dataset_file(era, "ctf", "*")))]
 
 
 class DataFileError(ValueError):
@@ -203,11 +216,11 @@ def dataset_files(data_dir: str | os.PathLike, split: str = "train", era: str | 
     for name in eras:
         if name not in DATASET_FILES:
             raise ValueError(f"unknown era {name!r}; expected one of {sorted(DATASET_FILES)}")
-        files = {key: data_dir / pattern.format(split=split) for key, pattern in DATASET_FILES[name].items()}
+        files = {kind: data_dir / dataset_file(name, kind, split) for kind in DATASET_FILES[name]}
         if files["ctf"].exists():
-            files["timestamps"] = data_dir / "timestamps.csv"
+            files["timestamps"] = data_dir / TIMESTAMPS_FILE
             return files
-    looked = [str(data_dir / DATASET_FILES[name]["ctf"].format(split=split)) for name in eras]
+    looked = [str(data_dir / dataset_file(name, "ctf", split)) for name in eras]
     raise FileNotFoundError(f"no {split!r} split in {data_dir} (looked for {', '.join(looked)}); fetch it with "
                             f"`cryorl data download aldolase --dest {data_dir}`")
 
@@ -241,7 +254,7 @@ def build_atlas(ctf: pd.DataFrame, predictions: pd.DataFrame, *, ctf_path: Path,
             warnings.warn(f"dropping {missing.sum()} holes without a prediction in {predictions_path}", stacklevel=3)
             table = table[~missing]
         else:
-            for column, worst in (("predicted_ctf", 20.0), ("predicted_good", 0.0)):
+            for column, worst in (("predicted_ctf", MAX_FEATURE_CTF), ("predicted_good", 0.0)):
                 if column in table:
                     table.loc[missing, column] = worst
     order = np.lexsort((table["patch"].to_numpy(), table["square"].to_numpy(), table["tile"].to_numpy()))

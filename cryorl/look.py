@@ -70,10 +70,11 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 
 def _ctf_table(directory: Path) -> pd.Series | None:
-    tables = sorted(directory.glob("target_CTF_*.csv")) + sorted(directory.glob("CTF_*_by_hl.csv"))
+    from cryorl.loaders import ctf_tables, read_ctf_csv
+
+    tables = ctf_tables(directory)
     if not tables:
         return None
-    from cryorl.loaders import read_ctf_csv
 
     ctf = read_ctf_csv(tables[0])
     return ctf.set_index("name")["ctf_max_res"]

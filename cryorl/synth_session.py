@@ -48,6 +48,7 @@ from cryorl.imaging import (
     render_square_image,
     transmission,
 )
+from cryorl.loaders import TIMESTAMPS_FILE, dataset_file
 from cryorl.mrc import write_mrc
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
@@ -194,9 +195,9 @@ def simulate_session(out: str | os.PathLike, seed: int = 0, spec: GridSpec | Non
     with atomic_path(out / "holes.csv") as tmp:
         holes.to_csv(tmp, index=False, float_format="%.6g")
     ctf = holes[["hole", "patch_px_x", "patch_px_y", "true_ctf", "ctf_confidence"]]
-    with atomic_path(out / f"target_CTF_Y1_{split}.csv") as tmp:
+    with atomic_path(out / dataset_file("2023", "ctf", split)) as tmp:
         ctf.to_csv(tmp, index=False, header=False, float_format="%.6g")
-    atomic_write_text(out / f"Y1_2_regress_8bit_res50_{split}_by_hl.txt",
+    atomic_write_text(out / dataset_file("2023", "predictions", split),
                       "".join(f"{n} {v:.2f}\n" for n, v in zip(holes["hole"], holes["predicted_ctf"])))
     _write_trace(out, holes, seed)
     settings = {"seed": seed, "split": split, "session": session, "grid": asdict(spec), "optics": asdict(optics),
@@ -231,5 +232,5 @@ def _write_trace(out: Path, holes: pd.DataFrame, seed: int) -> None:
     stamps.append(pd.DataFrame({"name": names, "time": when}))
     frame = pd.concat(stamps, ignore_index=True).sort_values("time", kind="stable")
     frame["time"] = frame["time"].dt.strftime("%Y-%m-%d %H:%M:%S")
-    with atomic_path(out / "timestamps.csv") as tmp:
+    with atomic_path(out / TIMESTAMPS_FILE) as tmp:
         frame.to_csv(tmp, index=False, header=False)

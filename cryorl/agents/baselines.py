@@ -32,6 +32,7 @@ import numpy as np
 
 from cryorl.agents.base import Policy
 from cryorl.atlas import MAX_FEATURE_CTF
+from cryorl.costs import switch_levels
 from cryorl.human import HumanTrace, load_human_trace
 from cryorl.quality import predicted_quality
 
@@ -55,9 +56,7 @@ class _GridPolicy(Policy):
     def move_costs(self) -> np.ndarray:
         """Minutes to move from the current hole to every hole."""
         c = self.env.current_hole
-        level = np.where(self.patch == self.patch[c], 0, np.where(self.square == self.square[c], 1,
-                                                                  np.where(self.tile == self.tile[c], 2, 3)))
-        return self.costs[level]
+        return self.costs[switch_levels(self.tile, self.square, self.patch, c, slice(None))]
 
     def _rank(self, score: np.ndarray, valid: np.ndarray, move: np.ndarray) -> int:
         """The valid hole with the lowest score, ties by cheaper move, then index."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cryorl.agents.signals import SIGNAL_KEYS
+from cryorl.costs import switch_level
 
 __all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "observation_to_tensors", "guide_picks"]
 
@@ -52,7 +53,7 @@ def hole_features(obs: dict[str, torch.Tensor]) -> torch.Tensor:
 
     current_ids = (ids * current.unsqueeze(-1).long()).sum(dim=1, keepdim=True)          # (B, 1, 3)
     same = (ids == current_ids).float()                                                  # tile, square, patch
-    level = torch.where(same[..., 2] > 0, 0, torch.where(same[..., 1] > 0, 1, torch.where(same[..., 0] > 0, 2, 3)))
+    level = switch_level(same[..., 2] > 0, same[..., 1] > 0, same[..., 0] > 0, where=torch.where)
     move = costs.gather(1, level)                                                        # minutes (B, M)
     level_onehot = nn.functional.one_hot(level, 4).float()
 

@@ -14,14 +14,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from cryorl.imaging import Optics, _splat_holes, lattice_points
+from cryorl.imaging import CROP_SIZE, Optics, lattice_points, splat_holes
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
 __all__ = ["render_hole_crops", "crops_for_table", "simulated_crop_dataset", "load_session_crops", "movie_frames",
            "CROP_PIXEL_UM"]
 
 CROP_PIXEL_UM = 0.02
-CROP_SIZE = 150
 
 
 def render_hole_crops(thickness_nm: np.ndarray, film_ice_nm: np.ndarray, contaminated: np.ndarray,
@@ -36,10 +35,10 @@ def render_hole_crops(thickness_nm: np.ndarray, film_ice_nm: np.ndarray, contami
     centre_px = np.array([[(size - 1) / 2, (size - 1) / 2]])
     radius_px = optics.hole_radius_um / pixel_um
     rim_px = optics.rim_width_um / pixel_um
-    centre, _, centre_rim = _splat_holes((size, size), centre_px, radius_px, np.ones(1), rim_px)
+    centre, _, centre_rim = splat_holes((size, size), centre_px, radius_px, np.ones(1), rim_px)
     neighbours = lattice_points("square", optics.hole_pitch_um, size * pixel_um)
     neighbours = neighbours[np.linalg.norm(neighbours, axis=1) > 1e-6] / pixel_um + centre_px
-    around, _, around_rim = _splat_holes((size, size), neighbours, radius_px, np.ones(len(neighbours)), rim_px)
+    around, _, around_rim = splat_holes((size, size), neighbours, radius_px, np.ones(len(neighbours)), rim_px)
     y, x = np.mgrid[0:size, 0:size] * pixel_um
     out = np.empty((n, size, size), dtype=np.int16)
     carbon = optics.carbon_nm * optics.carbon_density_ratio

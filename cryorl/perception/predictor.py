@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from cryorl.atlas import MAX_FEATURE_CTF
 from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.perception.registry import create_model, model_entry
 
 __all__ = ["HoleQualityPredictor", "quality_metrics", "DEFAULT_BINS"]
 
-MAX_CTF = 20.0
 DEFAULT_BINS = (3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 13.0, 16.0)
 
 
@@ -32,7 +32,7 @@ def quality_metrics(predicted: np.ndarray, ctf: np.ndarray, threshold: float = 6
     "≤ threshold"."""
     from scipy.stats import pearsonr, spearmanr
 
-    truth = np.clip(np.nan_to_num(np.asarray(ctf, float), nan=MAX_CTF), 0.0, MAX_CTF)
+    truth = np.clip(np.nan_to_num(np.asarray(ctf, float), nan=MAX_FEATURE_CTF), 0.0, MAX_FEATURE_CTF)
     predicted = np.asarray(predicted, float)
     good, called = truth <= threshold, predicted <= threshold
     tp = float((good & called).sum())
@@ -62,7 +62,7 @@ class HoleQualityPredictor:
         self.model = create_model(backbone, in_chans=1, num_outputs=outputs, **self.config["overrides"])
         edges = np.asarray(bins, float)
         self._centres = torch.tensor(np.concatenate([[edges[0] - 0.5], (edges[1:] + edges[:-1]) / 2,
-                                                     [(edges[-1] + MAX_CTF) / 2]]), dtype=torch.float32)
+                                                     [(edges[-1] + MAX_FEATURE_CTF) / 2]]), dtype=torch.float32)
 
     @property
     def name(self) -> str:
@@ -96,7 +96,7 @@ class HoleQualityPredictor:
 
     @staticmethod
     def targets(ctf: np.ndarray) -> np.ndarray:
-        return np.clip(np.nan_to_num(np.asarray(ctf, np.float64), nan=MAX_CTF), 0.0, MAX_CTF)
+        return np.clip(np.nan_to_num(np.asarray(ctf, np.float64), nan=MAX_FEATURE_CTF), 0.0, MAX_FEATURE_CTF)
 
     @staticmethod
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -116,14 +116,14 @@ class HoleQualityPredictor:
             classes = torch.bucketize(y, torch.tensor(self.config["bins"], dtype=y.dtype), right=True)
             return F.cross_entropy(output, classes)
         scaled = output[:, 0]
-        target = y / MAX_CTF
+        target = y / MAX_FEATURE_CTF
         return F.smooth_l1_loss(scaled, target, beta=0.05) if self.config["loss"] == "smooth_l1" else \
             F.mse_loss(scaled, target)
 
     def _decode(self, output: torch.Tensor) -> torch.Tensor:
         if self.config["target"] == "bins":
             return torch.softmax(output, dim=1) @ self._centres
-        return output[:, 0].clamp(0.0, 1.0) * MAX_CTF
+        return output[:, 0].clamp(0.0, 1.0) * MAX_FEATURE_CTF
 
     def fit(self, crops: np.ndarray, ctf: np.ndarray, *, validation: tuple[np.ndarray, np.ndarray] | None = None,
             epochs: int = 10, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
