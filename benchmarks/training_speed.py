@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,27 +23,27 @@ import torch
 
 from cryorl.agents.imitation import collect, fit
 from cryorl.agents.network import HoleScorer
-from cryorl.agents.training import load_config, train, training_env_fns
+from cryorl.agents.training import TrainingConfig, load_config, train, training_env_fns
 from cryorl.resources import HYPERPARAMS_DIR as HYPERPARAMS
 
 
-def imitation_rates(config: dict, steps: int) -> dict:
-    envs = [fn() for fn in training_env_fns(config["env"])]
-    scorer = HoleScorer(hidden=config.get("policy_kwargs", {}).get("net_arch", [64])[0])
+def imitation_rates(config: TrainingConfig, steps: int) -> dict:
+    envs = [fn() for fn in training_env_fns(config.env)]
+    scorer = HoleScorer(hidden=config.hidden)
     started = time.perf_counter()
-    demonstrations = collect(envs, None, steps, gamma=float(config.get("gamma", 0.99)))
+    demonstrations = collect(envs, None, steps, gamma=config.gamma)
     collected = time.perf_counter() - started
     started = time.perf_counter()
-    fit(scorer, demonstrations, loss="q" if config["algo"] == "dqn" else "policy", epochs=1.0)
+    fit(scorer, demonstrations, loss="q" if config.algo == "dqn" else "policy", epochs=1.0)
     fitted = time.perf_counter() - started
     return {"imitation: collect steps/s": len(demonstrations) / collected,
             "imitation: fit steps/s": len(demonstrations) / fitted}
 
 
-def rl_rate(config: dict, timesteps: int, vec_env: str) -> dict:
-    config = {**config, "env": {**config["env"], "vec_env": vec_env}, "imitation": None,
-              "eval": {**config.get("eval", {}), "freq": 10**9}, "checkpoint_freq": 10**9}
-    warmup = int(config.get("learning_starts", 0)) if config["algo"] == "dqn" else 0
+def rl_rate(config: TrainingConfig, timesteps: int, vec_env: str) -> dict:
+    config = replace(config, env=replace(config.env, vec_env=vec_env), imitation=None,
+                     eval=replace(config.eval, freq=10**9), checkpoint_freq=10**9)
+    warmup = int(config.hyperparameters.get("learning_starts", 0)) if config.algo == "dqn" else 0
     quiet = {"progress_bar": False, "log": lambda *_: None}
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
@@ -67,7 +68,7 @@ def main() -> None:
     rows = []
     for algo in args.algos:
         config = load_config(HYPERPARAMS / f"{algo}.yml")
-        row = {"algo": algo, "copies of the env": len(config["env"]["sources"]), "torch threads": args.threads,
+        row = {"algo": algo, "copies of the env": len(config.env.sources), "torch threads": args.threads,
                **imitation_rates(config, args.timesteps)}
         for vec_env in args.vec_env:
             row.update(rl_rate(config, args.timesteps, vec_env))

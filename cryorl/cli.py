@@ -335,7 +335,7 @@ def _train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     config = load_config(args.config or HYPERPARAMS_DIR / f"{args.algo}.yml")
-    run_dir = args.run_dir or Path("runs") / f"{config['algo']}-seed{args.seed}"
+    run_dir = args.run_dir or Path("runs") / f"{config.algo}-seed{args.seed}"
     policy = train(config, run_dir, seed=args.seed, timesteps=args.timesteps, progress_bar=not args.no_progress)
     print(f"trained {policy.name}: {policy.metadata}; policy in {run_dir / 'policy'}, best in {run_dir / 'best'}")
     return 0

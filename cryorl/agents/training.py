@@ -4,8 +4,8 @@
 The config (``agents/hyperparams/*.yml``) is cryorl's own format, laid out like rl-zoo3's (one section per
 environment id, SB3 hyper-parameters at its top level) but with keys rl-zoo3 does not know: ``algo``,
 ``n_timesteps``, ``env`` (training grids), ``eval`` (held-out grids), ``imitation`` (DAgger from the planner before
-RL, :mod:`cryorl.agents.imitation`), ``checkpoint_freq`` and ``keep_checkpoints``. ``cryorl train`` reads it;
-rl-zoo3 cannot.
+RL, :mod:`cryorl.agents.imitation`), ``checkpoint_freq`` and ``keep_checkpoints``; it is read and checked into a
+typed :class:`~cryorl.agents.config.TrainingConfig`. ``cryorl train`` reads it; rl-zoo3 cannot.
 
 Every training environment carries the planner's signals (:class:`~cryorl.agents.signals.PlannerSignals`). A
 source ``{grid: …, predictions: classifier}`` turns each simulated grid's predictions into a two-class classifier's
@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pandas as pd
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from cryorl.agents.config import EnvSettings, EvalSettings, Source, TrainingConfig, load_config
 from cryorl.agents.evaluation import evaluate_policy, summarize
 from cryorl.agents.learned import LearnedPolicy, scorer_from_model
 from cryorl.agents.signals import PlannerSignals
@@ -37,25 +39,25 @@ from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.quality import as_classifier
 from cryorl.synth import GridSpec, simulate_atlas
 
-__all__ = ["RandomBudget", "OpportunityCost", "load_config", "training_env_fns", "make_training_env",
-           "make_eval_atlases", "train", "real_part"]
+__all__ = ["RandomBudget", "OpportunityCost", "load_config", "TrainingConfig", "training_env_fns",
+           "make_training_env", "make_eval_atlases", "EvalGoodExposures", "train", "real_part"]
 
-ALGOS = ("dqn", "ppo")
-NON_SB3_KEYS = {"algo", "n_timesteps", "env", "eval", "checkpoint_freq", "keep_checkpoints", "policy", "imitation"}
 
 
 class RandomBudget(gym.Wrapper):
-    """Draws each episode's budget (minutes) from ``budgets``, so one policy learns every budget."""
+    """Draws each episode's budget (minutes) from ``budgets`` with its own generator (seeded by the first seeded
+    reset), so one policy learns every budget; one reset of the environment per episode."""
 
     def __init__(self, env: gym.Env, budgets: list[float]) -> None:
         super().__init__(env)
         self.budgets = [float(b) for b in budgets]
+        self._rng = np.random.default_rng()
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
-            super().reset(seed=seed)
-        budget = self.budgets[int(self.unwrapped.np_random.integers(len(self.budgets)))]
-        return self.env.reset(options={**(options or {}), "budget": budget})
+            self._rng = np.random.default_rng(seed)
+        budget = self.budgets[int(self._rng.integers(len(self.budgets)))]
+        return self.env.reset(seed=seed, options={**(options or {}), "budget": budget})
 
 
 class OpportunityCost(gym.Wrapper):
@@ -84,20 +86,6 @@ class OpportunityCost(gym.Wrapper):
         return obs, reward - self.per_minute * minutes, terminated, truncated, info
 
 
-def load_config(path: str | os.PathLike, env_id: str = "CryoEM-v0") -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    with open(path) as handle:
-        document = yaml.safe_load(handle)
-    if not isinstance(document, dict) or env_id not in document:
-        raise ValueError(f"{path}: expected a mapping with a {env_id!r} section (one section per environment id)")
-    config = document[env_id]
-    if config.get("algo") not in ALGOS:
-        raise ValueError(f"{path}: 'algo' must be one of {ALGOS}, not {config.get('algo')!r}")
-    return config
-
-
 def real_part(data: dict[str, Any]) -> Atlas:
     """A real split, optionally restricted to some atlas tiles (``tiles``: indices in the split's tile order)."""
     from cryorl.loaders import load_cryorl_dataset
@@ -116,76 +104,67 @@ class _ClassifierGridEnv(CryoEMEnv):
         return as_classifier(super()._simulate(seed))
 
 
-def _source_env(source: dict[str, Any], env_settings: dict[str, Any], max_holes: int) -> CryoEMEnv:
-    common = {k: env_settings[k] for k in ("costs", "threshold") if k in env_settings}
-    if "costs" in source:                                            # a source may train another setting's costs
-        common["costs"] = source["costs"]
-    budget = max(env_settings.get("budgets", [480]))
-    predictions = source.get("predictions", "regressor")
-    if predictions not in ("regressor", "classifier"):
-        raise ValueError(f"a training source's predictions are 'regressor' or 'classifier', not {predictions!r}")
-    if "data" in source:
-        atlas = real_part(source["data"])
-        return CryoEMEnv(as_classifier(atlas) if predictions == "classifier" and atlas.has_ctf_predictions
-                         else atlas, max_holes=max_holes, budget=budget, **common)
-    cls = _ClassifierGridEnv if predictions == "classifier" else CryoEMEnv
-    return cls(grid=source.get("grid", {}), resample_grid=True, max_holes=max_holes, budget=budget, **common)
+def _source_env(source: Source, settings: EnvSettings, max_holes: int, atlas: Atlas | None) -> CryoEMEnv:
+    common = {"costs": source.costs or settings.costs, "threshold": settings.threshold,
+              "max_holes": max_holes, "budget": max(settings.budgets)}
+    if atlas is not None:
+        classifier = source.predictions == "classifier" and atlas.has_ctf_predictions
+        return CryoEMEnv(as_classifier(atlas) if classifier else atlas, **common)
+    cls = _ClassifierGridEnv if source.predictions == "classifier" else CryoEMEnv
+    return cls(grid=source.grid, resample_grid=True, **common)
 
 
-def _source_size(source: dict[str, Any]) -> int:
-    if "data" in source:
-        return len(real_part(source["data"]))
-    return GridSpec.from_mapping(source.get("grid", {})).n_holes
+def training_env_fns(settings: EnvSettings | dict[str, Any]) -> list:
+    """One environment factory per training source (simulated grids redrawn every episode, or real parts, each
+    loaded once), padded to a common ``max_holes``: budgets drawn per episode, the opportunity cost, the planner's
+    signals."""
+    if not isinstance(settings, EnvSettings):
+        settings = EnvSettings.parse(settings)
+    atlases = [real_part(s.data) if s.data is not None else None for s in settings.sources]
+    max_holes = max(len(a) if a is not None else GridSpec.from_mapping(s.grid).n_holes
+                    for s, a in zip(settings.sources, atlases))
 
-
-def training_env_fns(env_settings: dict[str, Any]) -> list:
-    """One environment factory per training source (simulated grids redrawn every episode, or real parts), padded
-    to a common ``max_holes``: budgets drawn per episode, the opportunity cost, the planner's signals."""
-    sources = env_settings.get("sources") or [{"grid": {}}]
-    max_holes = max(_source_size(s) for s in sources)
-    budgets = env_settings.get("budgets", [480])
-    per_minute = float(env_settings.get("opportunity_cost", 0.0))
-
-    def factory(source):
+    def factory(source: Source, atlas: Atlas | None):
         def build():
-            env = RandomBudget(_source_env(source, env_settings, max_holes), budgets)
+            env = RandomBudget(_source_env(source, settings, max_holes, atlas), list(settings.budgets))
+            per_minute = settings.opportunity_cost
             return PlannerSignals(OpportunityCost(env, per_minute) if per_minute else env)
         return build
 
-    return [factory(s) for s in sources]
+    return [factory(s, a) for s, a in zip(settings.sources, atlases)]
 
 
-def make_training_env(env_settings: dict[str, Any], seed: int):
+def make_training_env(settings: EnvSettings | dict[str, Any], seed: int):
     """The vectorized training environment: one copy per source (:func:`training_env_fns`), each in a
     ``Monitor``; in subprocesses with ``vec_env: subproc``."""
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    kind = env_settings.get("vec_env", "dummy")
-    if kind not in ("dummy", "subproc"):
-        raise ValueError(f"env.vec_env is 'dummy' or 'subproc', not {kind!r}")
-    fns = [lambda fn=fn: Monitor(fn()) for fn in training_env_fns(env_settings)]
-    venv = SubprocVecEnv(fns) if kind == "subproc" else DummyVecEnv(fns)
+    if not isinstance(settings, EnvSettings):
+        settings = EnvSettings.parse(settings)
+    fns = [lambda fn=fn: Monitor(fn()) for fn in training_env_fns(settings)]
+    venv = SubprocVecEnv(fns) if settings.vec_env == "subproc" else DummyVecEnv(fns)
     venv.seed(seed)
     return venv
 
 
-def make_eval_atlases(eval_settings: dict[str, Any]) -> list[Atlas]:
+def make_eval_atlases(settings: EvalSettings | dict[str, Any]) -> list[Atlas]:
     """Held-out grids: simulated (``grid`` + ``grid_seeds``) and/or real parts (``data``)."""
-    atlases = [simulate_atlas(int(s), GridSpec.from_mapping(eval_settings.get("grid", {})))
-               for s in eval_settings.get("grid_seeds", [])]
-    if "data" in eval_settings:
-        atlases.append(real_part(eval_settings["data"]))
+    if not isinstance(settings, EvalSettings):
+        settings = EvalSettings.parse(settings)
+    atlases = [simulate_atlas(seed, GridSpec.from_mapping(settings.grid)) for seed in settings.grid_seeds]
+    if settings.data is not None:
+        atlases.append(real_part(settings.data))
     return atlases
 
 
-def _make_model(config: dict[str, Any], venv, seed: int, tensorboard_log: str | None):
+def _make_model(config: TrainingConfig, venv, seed: int, tensorboard_log: str | None):
     from sb3_contrib import MaskablePPO
 
     from cryorl.agents.sb3 import HoleDQNPolicy, HoleMaskablePolicy, MaskedDQN
 
-    kwargs = {k: copy.deepcopy(v) for k, v in config.items() if k not in NON_SB3_KEYS}
-    if config["algo"] == "dqn":
+    kwargs = copy.deepcopy(config.hyperparameters)
+    if config.algo == "dqn":
         return MaskedDQN(HoleDQNPolicy, venv, seed=seed, tensorboard_log=tensorboard_log, verbose=0, **kwargs)
     return MaskablePPO(HoleMaskablePolicy, venv, seed=seed, tensorboard_log=tensorboard_log, verbose=0, **kwargs)
 
@@ -263,141 +242,125 @@ def _resume(cls, directory: Path, venv, tensorboard_log: str, replay_buffer: boo
     return None
 
 
-def _callbacks(config, run_dir: Path, eval_atlases: list[Atlas], name: str, log=print):
-    eval_settings = config.get("eval", {})
-    algo = config["algo"]
+class EvalGoodExposures(BaseCallback):
+    """Every ``eval.freq`` calls (and before the first): the greedy policy's mean good exposures on the held-out
+    grids, beside the planner's, appended to ``eval.csv``; the best policy is saved in ``run_dir/best``."""
 
-    class EvalGoodExposures(BaseCallback):
-        """Every ``eval.freq`` steps (and before the first): the greedy policy's mean good exposures on the
-        held-out grids, beside the planner's; keeps the best policy."""
+    def __init__(self, config: TrainingConfig, run_dir: Path, atlases: list[Atlas], name: str, log=print) -> None:
+        super().__init__()
+        self.config, self.run_dir, self.atlases, self.name, self.log = config, run_dir, atlases, name, log
+        self.history_path = run_dir / "eval.csv"
+        self.best = -np.inf
+        self.planner_good = float("nan")
+        self.started = time.time()
+        if self.history_path.exists():
+            previous = pd.read_csv(self.history_path)
+            self.best = float(previous["good_mean"].max()) if len(previous) else -np.inf
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.freq = int(eval_settings.get("freq", 10000))
-            self.history_path = run_dir / "eval.csv"
-            self.best = -np.inf
-            self.planner_good = None
-            if self.history_path.exists():
-                previous = pd.read_csv(self.history_path)
-                self.best = float(previous["good_mean"].max()) if len(previous) else -np.inf
+    def _mean_good(self, policy) -> float:
+        settings, env = self.config.eval, self.config.env
+        goods = [summarize(evaluate_policy(policy, atlas, episodes=settings.episodes, seed=10_000,
+                                           budgets=[settings.budget], costs=env.costs, threshold=env.threshold))
+                 ["good_mean"].iloc[0] for atlas in self.atlases]
+        return float(np.mean(goods))
 
-        def _mean_good(self, policy) -> float:
-            goods = []
-            for atlas in eval_atlases:
-                trajectories = evaluate_policy(policy, atlas, episodes=int(eval_settings.get("episodes", 5)),
-                                               seed=10_000, budgets=[float(eval_settings.get("budget", 480))],
-                                               **{k: config["env"][k] for k in ("costs", "threshold")
-                                                  if k in config["env"]})
-                goods.append(summarize(trajectories)["good_mean"].iloc[0])
-            return float(np.mean(goods))
+    def _on_training_start(self) -> None:
+        if self.atlases:
+            from cryorl.agents.planner import PlannerPolicy
 
-        def _on_training_start(self) -> None:
-            if eval_atlases:
-                from cryorl.agents.planner import PlannerPolicy
-
-                self.planner_good = self._mean_good(PlannerPolicy())
-                if not self.history_path.exists():
-                    self._evaluate()
-
-        def _on_step(self) -> bool:
-            if eval_atlases and self.n_calls % self.freq == 0:
+            self.planner_good = self._mean_good(PlannerPolicy())
+            if not self.history_path.exists():
                 self._evaluate()
-            return True
 
-        def _evaluate(self) -> None:
-            policy = LearnedPolicy.from_model(self.model, name)
-            good = self._mean_good(policy)
-            self.logger.record("eval/good_exposures", good)
-            self.logger.record("eval/good_vs_planner", good / max(self.planner_good, 1e-9))
-            row = pd.DataFrame([{"timesteps": self.num_timesteps, "good_mean": good,
-                                 "planner_good_mean": self.planner_good,
-                                 "wall_seconds": time.time() - start_time}])
-            history = pd.concat([pd.read_csv(self.history_path), row]) if self.history_path.exists() else row
-            with atomic_path(self.history_path) as tmp:
-                history.to_csv(tmp, index=False)
-            if good > self.best:
-                self.best = good
-                policy.metadata = {"algo": algo, "timesteps": int(self.num_timesteps), "eval_good_mean": good,
-                                   "eval_planner_good_mean": self.planner_good}
-                policy.save(run_dir / "best")
-            log(f"[{self.num_timesteps} steps] held-out good exposures {good:.1f} (best {self.best:.1f}; "
-                f"planner {self.planner_good:.1f})")
+    def _on_step(self) -> bool:
+        if self.atlases and self.n_calls % self.config.eval.freq == 0:
+            self._evaluate()
+        return True
 
-    start_time = time.time()
-    checkpoint = AtomicCheckpoint(run_dir / "checkpoints", int(config.get("checkpoint_freq", 10000)),
-                                  replay_buffer=algo == "dqn", keep=int(config.get("keep_checkpoints", 2)))
-    return [checkpoint, EvalGoodExposures()]
+    def _evaluate(self) -> None:
+        policy = LearnedPolicy.from_model(self.model, self.name)
+        good = self._mean_good(policy)
+        self.logger.record("eval/good_exposures", good)
+        self.logger.record("eval/good_vs_planner", good / max(self.planner_good, 1e-9))
+        row = pd.DataFrame([{"timesteps": self.num_timesteps, "good_mean": good,
+                             "planner_good_mean": self.planner_good, "wall_seconds": time.time() - self.started}])
+        history = pd.concat([pd.read_csv(self.history_path), row]) if self.history_path.exists() else row
+        with atomic_path(self.history_path) as tmp:
+            history.to_csv(tmp, index=False)
+        if good > self.best:
+            self.best = good
+            policy.metadata = {"algo": self.config.algo, "timesteps": int(self.num_timesteps),
+                               "eval_good_mean": good, "eval_planner_good_mean": self.planner_good}
+            policy.save(self.run_dir / "best")
+        self.log(f"[{self.num_timesteps} steps] held-out good exposures {good:.1f} (best {self.best:.1f}; "
+                 f"planner {self.planner_good:.1f})")
 
 
-IMITATION_KEYS = {"rounds", "steps_per_round", "follow_planner", "epochs", "batch_size", "learning_rate", "margin",
-                  "value_weight"}
-
-
-def _imitate(model, config: dict[str, Any], run_dir: Path, seed: int, log) -> None:
+def _imitate(model, config: TrainingConfig, run_dir: Path, seed: int, log) -> None:
     """DAgger from the planner into the model's network (:mod:`cryorl.agents.imitation`) before RL; the rounds'
     agreement and losses go to ``imitation.csv``."""
     from cryorl.agents.imitation import imitate
 
-    settings = dict(config["imitation"])
-    unknown = set(settings) - IMITATION_KEYS
-    if unknown:
-        raise ValueError(f"unknown imitation settings {sorted(unknown)}; known: {sorted(IMITATION_KEYS)}")
-    envs = [fn() for fn in training_env_fns(config.get("env", {}))]
-    scorer = scorer_from_model(model)
+    envs = [fn() for fn in training_env_fns(config.env)]
     started = time.time()
-    history = imitate(scorer, envs, loss="q" if config["algo"] == "dqn" else "policy",
-                      gamma=float(config.get("gamma", 0.99)), seed=seed, log=log, **settings)
-    if config["algo"] == "dqn":
+    history = imitate(scorer_from_model(model), envs, loss="q" if config.algo == "dqn" else "policy",
+                      gamma=config.gamma, seed=seed, log=log, **asdict(config.imitation))
+    if config.algo == "dqn":
         model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
     frame = pd.DataFrame(history).assign(wall_seconds=round(time.time() - started, 1))
     with atomic_path(run_dir / "imitation.csv") as tmp:
         frame.to_csv(tmp, index=False)
 
 
-def train(config: dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0, timesteps: int | None = None,
-          progress_bar: bool = True, name: str | None = None, log=print) -> LearnedPolicy:
+def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0,
+          timesteps: int | None = None, progress_bar: bool = True, name: str | None = None,
+          log=print) -> LearnedPolicy:
     """Train (or resume) one agent in ``run_dir``; returns the final policy (also saved in ``run_dir/policy``).
 
-    With an ``imitation`` section, a new run first imitates the planner (DAgger; ``imitation.csv``) and then
-    learns by RL from there. ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written
-    atomically, the newest ``keep_checkpoints`` (2) kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best
-    policy on the
-    held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time). Re-running with the same ``run_dir``
-    resumes from the newest checkpoint that loads. Checkpoints are SB3 zips, which unpickle Python objects: a run
-    folder is trusted like code; resume only runs you made (shipped policies are plain weights instead).
+    ``config``: a :class:`~cryorl.agents.config.TrainingConfig` (or its mapping, checked here). With an
+    ``imitation`` section, a new run first imitates the planner (DAgger; ``imitation.csv``) and then learns by RL
+    from there. ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written atomically,
+    the newest ``keep_checkpoints`` kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best policy on
+    the held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time). Re-running with the same
+    ``run_dir`` resumes from the newest checkpoint that loads. Checkpoints are SB3 zips, which unpickle Python
+    objects: a run folder is trusted like code; resume only runs you made (shipped policies are plain weights).
     """
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.utils import set_random_seed
 
     from cryorl.agents.sb3 import MaskedDQN
 
+    config = TrainingConfig.from_mapping(config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    name = name or config["algo"]
-    total = int(timesteps if timesteps is not None else config["n_timesteps"])
+    name = name or config.algo
+    total = int(timesteps if timesteps is not None else config.n_timesteps)
     set_random_seed(seed)
-    venv = make_training_env(config.get("env", {}), seed)
-    eval_atlases = make_eval_atlases(config.get("eval", {}))
-    cls = MaskedDQN if config["algo"] == "dqn" else MaskablePPO
-    model = _resume(cls, run_dir / "checkpoints", venv, str(run_dir / "tb"), config["algo"] == "dqn", log)
+    venv = make_training_env(config.env, seed)
+    eval_atlases = make_eval_atlases(config.eval)
+    cls = MaskedDQN if config.algo == "dqn" else MaskablePPO
+    model = _resume(cls, run_dir / "checkpoints", venv, str(run_dir / "tb"), config.algo == "dqn", log)
     resume = model is not None
     if model is None:
         model = _make_model(config, venv, seed, str(run_dir / "tb"))
-        if config.get("imitation"):
+        if config.imitation is not None:
             _imitate(model, config, run_dir, seed, log)
-            save_checkpoint(model, run_dir / "checkpoints", replay_buffer=False,
-                            keep=int(config.get("keep_checkpoints", 2)))
+            save_checkpoint(model, run_dir / "checkpoints", replay_buffer=False, keep=config.keep_checkpoints)
     remaining = max(total - model.num_timesteps, 0)
     started = time.time()
     if remaining:
-        model.learn(remaining, callback=_callbacks(config, run_dir, eval_atlases, name, log),
-                    reset_num_timesteps=not resume, progress_bar=progress_bar, tb_log_name=name)
+        callbacks = [AtomicCheckpoint(run_dir / "checkpoints", config.checkpoint_freq,
+                                      replay_buffer=config.algo == "dqn", keep=config.keep_checkpoints),
+                     EvalGoodExposures(config, run_dir, eval_atlases, name, log)]
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume, progress_bar=progress_bar,
+                    tb_log_name=name)
     wall = time.time() - started
     with atomic_path(run_dir / "final.zip") as tmp, open(tmp, "wb") as handle:
         model.save(handle)
-    metadata = {"algo": config["algo"], "timesteps": int(model.num_timesteps), "seed": seed,
+    metadata = {"algo": config.algo, "timesteps": int(model.num_timesteps), "seed": seed,
                 "wall_seconds_this_run": round(wall, 1), "torch_threads": torch.get_num_threads()}
     policy = LearnedPolicy.from_model(model, name, metadata)
     policy.save(run_dir / "policy")
-    atomic_write_text(run_dir / "run.json", json.dumps({"config": config, **metadata}, indent=2, default=str) + "\n")
+    record = {"config": config.to_mapping(), **metadata}
+    atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2, default=str) + "\n")
     return policy
