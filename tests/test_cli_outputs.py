@@ -40,7 +40,7 @@ def test_every_output_command_refuses_to_overwrite(tmp_path, capsys):
         ["benchmark", "--agents", "random", "--out", str(occupied), *QUICK],
         ["look", str(SAMPLES), "--out", str(occupied)],
         ["holes", str(SAMPLES), "--out", str(existing), "--quiet"],
-        ["perception", "train", "--backbone", "bl_resnet_tiny", "--epochs", "1", "--out", str(occupied)],
+        ["perception", "train", "--backbone", "bl_resnet_test", "--epochs", "1", "--out", str(occupied)],
         ["perception", "predict", "--model", str(occupied), "--data", str(SAMPLES), "--out", str(existing)],
     ]
     for command in commands:
@@ -58,7 +58,7 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path, 
     empty = tmp_path / "session"
     (empty / "crops").mkdir(parents=True)
     shutil.copy(next((SAMPLES / "crops").glob("*.mrc")), empty / "crops")
-    assert main(["perception", "train", "--data", str(empty), "--backbone", "bl_resnet_tiny", "--epochs", "1",
+    assert main(["perception", "train", "--data", str(empty), "--backbone", "bl_resnet_test", "--epochs", "1",
                  "--out", str(model), "--overwrite", "--quiet"]) == 2
     assert "no CTF table" in capsys.readouterr().err
     assert (model / "config.json").read_text() == "the user's trained predictor"
@@ -163,18 +163,18 @@ def test_perception_training_skips_crops_without_a_ctf_row(tmp_path, capsys):
     rows = table.read_text().splitlines()
     table.write_text("\n".join(rows[:20]) + "\n")                     # 10 of the 30 crops lose their CTF
     out = tmp_path / "model"
-    assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_tiny", "--epochs", "1",
+    assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_test", "--epochs", "1",
                  "--input-size", "64", "--out", str(out), "--quiet", "--threads", "1"]) == 0
     assert f"skipping 10 of 30 crops without a CTF row in {table}" in capsys.readouterr().err
     table.unlink()
     (session / "target_CTF_Y1_sample.csv").write_text(rows[0].replace("sim_", "other_") + "\n")
-    assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_tiny", "--epochs", "1",
+    assert main(["perception", "train", "--data", str(session), "--backbone", "bl_resnet_test", "--epochs", "1",
                  "--out", str(tmp_path / "m2"), "--quiet"]) == 2
     assert "none of the 30 crops" in capsys.readouterr().err
     from cryorl.perception.predictor import HoleQualityPredictor
 
     with pytest.raises(ValueError, match="2 of 3 crops have no CTFMaxRes"):
-        HoleQualityPredictor("bl_resnet_tiny", input_size=32).fit(
+        HoleQualityPredictor("bl_resnet_test", input_size=32).fit(
             session_crops(session)[:3], [5.0, float("nan"), float("nan")], epochs=1, progress=False)
 
 

@@ -12,8 +12,8 @@ from cryorl.perception.crops import crops_for_table, load_session_crops, render_
 from cryorl.perception.predictor import HoleQualityPredictor, quality_metrics
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
-FAMILIES = {"resnet": "resnet_tiny", "blnet": "bl_resnet_tiny", "crossvit": "crossvit_test",
-            "regionvit": "regionvit_test", "graft": "graft_test", "temporal": "tam_resnet_tiny"}
+FAMILIES = {"resnet": "resnet_test", "blnet": "bl_resnet_test", "crossvit": "crossvit_test",
+            "regionvit": "regionvit_test", "graft": "graft_test", "temporal": "tam_resnet_test"}
 SMALL = GridSpec(n_holes=400, n_patches=30, n_squares=5, n_tiles=3)
 
 
@@ -34,7 +34,7 @@ def test_every_family_is_registered_with_a_cpu_and_a_test_variant():
     assert list_models("crossvit*") == ["crossvit_9", "crossvit_test", "crossvit_tiny"]
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES.values()) + ["superimage_resnet_tiny", "tsn_resnet10_small"])
+@pytest.mark.parametrize("name", sorted(FAMILIES.values()) + ["superimage_resnet_test", "tsn_resnet10_small"])
 def test_forward_and_backward_at_any_input_size(name):
     entry = model_entry(name)
     model = create_model(name, num_outputs=3)
@@ -76,8 +76,8 @@ def test_registry_errors():
     with pytest.raises(ValueError, match="unknown model 'resnet19'"):
         create_model("resnet19")
     with pytest.raises(ValueError, match="has no setting"):
-        create_model("resnet_tiny", depth=3)
-    assert create_model("resnet_tiny", drop=0.5).head[0].p == 0.5
+        create_model("resnet_test", depth=3)
+    assert create_model("resnet_test", drop=0.5).head[0].p == 0.5
 
 
 def test_rendered_crops_follow_the_ice():
@@ -108,7 +108,7 @@ def trained():
     crops = np.concatenate([crops_for_table(t, s) for t, s in zip(train, (1, 2, 4))])
     ctf = np.concatenate([t["true_ctf"].to_numpy() for t in train])
     held = simulate_hole_table(3, SMALL)
-    predictor = HoleQualityPredictor("resnet_tiny", input_size=48)
+    predictor = HoleQualityPredictor("resnet_test", input_size=48)
     history = predictor.fit(crops, ctf, validation=(crops_for_table(held, 3), held["true_ctf"].to_numpy()),
                             epochs=6, batch_size=32, lr=3e-3, progress=False)
     return predictor, history, held
@@ -145,7 +145,7 @@ def test_bins_target_trains_and_predicts_in_angstrom():
     order = np.random.default_rng(0).permutation(len(ctf))
     train, held = order[:300], order[300:]
     torch.manual_seed(0)
-    predictor = HoleQualityPredictor("resnet_tiny", target="bins", input_size=48)
+    predictor = HoleQualityPredictor("resnet_test", target="bins", input_size=48)
     assert predictor.model(predictor.preprocess(crops[:2])).shape == (2, len(predictor.config["bins"]) + 1)
     untrained = quality_metrics(predictor.predict(crops[held]), ctf[held])
     predictor.fit(crops[train], ctf[train], epochs=6, batch_size=32, lr=3e-3, progress=False)     # ~60 steps
@@ -184,7 +184,7 @@ def test_cli_perception_on_a_session(tmp_path, capsys):
     names, crops = load_session_crops(session)
     assert len(names) == 60 and crops.shape == (60, 150, 150)
     model = tmp_path / "model"
-    assert main(["perception", "train", "--backbone", "resnet_tiny", "--input-size", "48", "--epochs", "1",
+    assert main(["perception", "train", "--backbone", "resnet_test", "--input-size", "48", "--epochs", "1",
                  "--data", str(session), "--out", str(model), "--quiet", "--threads", "1"]) == 0
     assert main(["perception", "evaluate", "--model", str(model), "--data", str(session), "--threads", "1"]) == 0
     assert "mae" in capsys.readouterr().out
@@ -194,7 +194,7 @@ def test_cli_perception_on_a_session(tmp_path, capsys):
     from cryorl.loaders import read_predictions
 
     assert len(read_predictions(out)) == 60
-    assert main(["perception", "models", "--pattern", "resnet_tiny"]) == 0
+    assert main(["perception", "models", "--pattern", "resnet_test"]) == 0
 
 
 def test_temporal_predictor_on_movie_stacks():
@@ -204,7 +204,7 @@ def test_temporal_predictor_on_movie_stacks():
     crops = crops_for_table(table, 6)[:64]
     movies = movie_frames(crops, 4, np.random.default_rng(0))
     assert movies.shape == (64, 4, 150, 150) and np.array_equal(movies.sum(axis=1), crops)   # every electron once
-    predictor = HoleQualityPredictor("tam_resnet_tiny", input_size=48)
+    predictor = HoleQualityPredictor("tam_resnet_test", input_size=48)
     predictor.fit(movies, table["true_ctf"].to_numpy()[:64], epochs=1, batch_size=16, progress=False)
     assert predictor.predict(movies).shape == (64,)
     with pytest.raises(ValueError, match=r"\(N, T, H, W\) movies"):

@@ -56,5 +56,5 @@ register_model("bl_resnet50", "blnet", BigLittleNet, "bL-ResNet-50 (α=2, β=4)"
                widths=(64, 128, 256, 512), stem=32, alpha=2, beta=4, drop=0.0)
 register_model("bl_resnet_small", "blnet", BigLittleNet, "bL-ResNet at a CPU size", layers=(1, 2, 2, 1),
                widths=(32, 64, 128, 256), stem=16, alpha=2, beta=4, drop=0.0)
-register_model("bl_resnet_tiny", "blnet", BigLittleNet, "test size", layers=(1, 1, 1, 1), widths=(8, 16, 32, 32),
+register_model("bl_resnet_test", "blnet", BigLittleNet, "test size", layers=(1, 1, 1, 1), widths=(8, 16, 32, 32),
                stem=8, alpha=2, beta=4, drop=0.0)

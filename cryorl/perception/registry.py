@@ -37,12 +37,7 @@ def register_model(name: str, family: str, builder: Callable[..., nn.Module], de
     _REGISTRY[name] = ModelEntry(name, family, builder, dict(config), description, input_shape)
 
 
-def _ensure_families() -> None:
-    from cryorl.perception import blnet, crossvit, graft, regionvit, resnet, temporal  # noqa: F401  (register)
-
-
 def model_entry(name: str) -> ModelEntry:
-    _ensure_families()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -62,6 +57,5 @@ def create_model(name: str, in_chans: int = 1, num_outputs: int = 1, **overrides
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """Registered names matching a shell pattern (and family), sorted."""
-    _ensure_families()
     return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern)
                   and (family is None or e.family == family))

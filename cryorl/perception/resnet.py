@@ -9,34 +9,47 @@ from cryorl.perception.registry import register_model
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "StagedBackbone"]
 
 
-class BasicBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """``relu(body(x) + skip(x))``: the skip is the identity, or a strided 1×1 projection where the shape changes.
+    Subclasses give ``expansion`` (output channels per unit of width) and ``_body``."""
+
     expansion = 1
 
     def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
         super().__init__()
         out = width * self.expansion
-        self.body = nn.Sequential(
-            nn.Conv2d(in_ch, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, out, 3, 1, 1, bias=False), nn.BatchNorm2d(out))
+        self.body = self._body(in_ch, width, out, stride)
         self.skip = nn.Identity() if stride == 1 and in_ch == out else nn.Sequential(
             nn.Conv2d(in_ch, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+    def _body(self, in_ch: int, width: int, out: int, stride: int) -> nn.Sequential:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.skip(x))
 
 
-class Bottleneck(BasicBlock):
+class BasicBlock(ResidualBlock):
+    """Two 3×3 convolutions (ResNet-18/34)."""
+
+    expansion = 1
+
+    def _body(self, in_ch: int, width: int, out: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(in_ch, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, out, 3, 1, 1, bias=False), nn.BatchNorm2d(out))
+
+
+class Bottleneck(ResidualBlock):
+    """1×1 reduce, 3×3, 1×1 expand by 4 (ResNet-50)."""
+
     expansion = 4
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
-        nn.Module.__init__(self)
-        out = width * self.expansion
-        self.body = nn.Sequential(
+    def _body(self, in_ch: int, width: int, out: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(
             nn.Conv2d(in_ch, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out))
-        self.skip = nn.Identity() if stride == 1 and in_ch == out else nn.Sequential(
-            nn.Conv2d(in_ch, out, 1, stride, bias=False), nn.BatchNorm2d(out))
 
 
 class StagedBackbone(nn.Module):
@@ -77,5 +90,5 @@ register_model("resnet50", "resnet", ResNet, "ResNet-50 (the CryoRL regressor's 
                layers=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem=64, drop=0.0)
 register_model("resnet10_small", "resnet", ResNet, "ResNet-10 at half width: the default CPU predictor",
                block="basic", layers=(1, 1, 1, 1), widths=(32, 64, 128, 256), stem=32, drop=0.0)
-register_model("resnet_tiny", "resnet", ResNet, "test size", block="basic", layers=(1, 1, 1, 1),
+register_model("resnet_test", "resnet", ResNet, "test size", block="basic", layers=(1, 1, 1, 1),
                widths=(8, 16, 32, 32), stem=8, drop=0.0)

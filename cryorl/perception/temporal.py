@@ -42,7 +42,7 @@ class TemporalAdaptiveModule(nn.Module):
 
 
 class TemporalSegmentModel(nn.Module):
-    def __init__(self, backbone: str = "resnet_tiny", aggregation: str = "tam", in_chans: int = 1,
+    def __init__(self, backbone: str = "resnet_test", aggregation: str = "tam", in_chans: int = 1,
                  num_outputs: int = 1, drop: float = 0.0) -> None:
         super().__init__()
         if aggregation not in ("tam", "avg"):
@@ -65,7 +65,7 @@ class TemporalSegmentModel(nn.Module):
 
 
 class SuperImage(nn.Module):
-    def __init__(self, backbone: str = "resnet_tiny", in_chans: int = 1, num_outputs: int = 1,
+    def __init__(self, backbone: str = "resnet_test", in_chans: int = 1, num_outputs: int = 1,
                  drop: float = 0.0) -> None:
         super().__init__()
         self.model = create_model(backbone, in_chans=in_chans, num_outputs=num_outputs)
@@ -90,9 +90,9 @@ register_model("tam_resnet18", "temporal", TemporalSegmentModel, "TAM on ResNet-
                backbone="resnet18", aggregation="tam", drop=0.0)
 register_model("tsn_resnet10_small", "temporal", TemporalSegmentModel, "TSN (average) on small ResNet-10 frames",
                input_shape=MOVIE, backbone="resnet10_small", aggregation="avg", drop=0.0)
-register_model("tam_resnet_tiny", "temporal", TemporalSegmentModel, "test size", input_shape=(4, 1, 64, 64),
-               backbone="resnet_tiny", aggregation="tam", drop=0.0)
+register_model("tam_resnet_test", "temporal", TemporalSegmentModel, "test size", input_shape=(4, 1, 64, 64),
+               backbone="resnet_test", aggregation="tam", drop=0.0)
 register_model("superimage_resnet10_small", "temporal", SuperImage, "super image of the frames, small ResNet-10",
                input_shape=MOVIE, backbone="resnet10_small", drop=0.0)
-register_model("superimage_resnet_tiny", "temporal", SuperImage, "test size", input_shape=(4, 1, 64, 64),
-               backbone="resnet_tiny", drop=0.0)
+register_model("superimage_resnet_test", "temporal", SuperImage, "test size", input_shape=(4, 1, 64, 64),
+               backbone="resnet_test", drop=0.0)
