@@ -198,7 +198,8 @@ class CryoEMEnv(gym.Env):
         self._coordinates = None
 
     # ------------------------------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         if self.grid_spec is not None and self.grid_seed is None and (seed is not None or self._needs_grid
                                                                      or self.resample_grid):
@@ -228,7 +229,7 @@ class CryoEMEnv(gym.Env):
         info = self._info(-1, start)
         return self._observe(), info
 
-    def step(self, action):
+    def step(self, action: int | np.integer) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._current < 0:
             raise RuntimeError("call reset() before step()")
         if self._done:
@@ -260,7 +261,7 @@ class CryoEMEnv(gym.Env):
         mask[: self._n] = ~self._visited
         return mask
 
-    def render(self):
+    def render(self) -> np.ndarray | str | None:
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'ansi'")
             return None

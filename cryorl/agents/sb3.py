@@ -13,6 +13,8 @@ the number of holes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -42,7 +44,7 @@ class ObservationPassThrough(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Dict) -> None:
         super().__init__(observation_space, features_dim=1)
 
-    def forward(self, observations):  # type: ignore[override]
+    def forward(self, observations: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return observations
 
 
@@ -56,7 +58,7 @@ class HoleQNetwork(BasePolicy):
         self.net_arch = net_arch or [64]
         self.scorer = HoleScorer(hidden=self.net_arch[0])
 
-    def forward(self, obs) -> torch.Tensor:
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.scorer(self.extract_features(obs, self.features_extractor))
 
     def _predict(self, observation, deterministic: bool = True) -> torch.Tensor:
@@ -104,12 +106,15 @@ class MaskedDQN(DQN):
         use_guide = np.random.random(random_actions.shape) < self.exploration_guide
         return np.where(use_guide, guided, random_actions)
 
-    def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):
+    def predict(self, observation: dict[str, np.ndarray], state: tuple | None = None,
+                episode_start: np.ndarray | None = None,
+                deterministic: bool = False) -> tuple[np.ndarray, tuple | None]:
         if not deterministic and np.random.rand() < self.exploration_rate:
             return self._explore(observation), state
         return self.policy.predict(observation, state, episode_start, deterministic)
 
-    def _sample_action(self, learning_starts, action_noise=None, n_envs: int = 1):
+    def _sample_action(self, learning_starts: int, action_noise=None,
+                       n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         if self.num_timesteps < learning_starts:
             action = self._explore(self._last_obs).reshape(n_envs)
             return action, action
@@ -126,13 +131,13 @@ class _HoleActorCritic(nn.Module):
         super().__init__()
         self.scorer = HoleScorer(hidden=hidden, mask_invalid=False)
 
-    def forward(self, features):
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.scorer.scores_and_value(features)
 
-    def forward_actor(self, features):
+    def forward_actor(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.scorer(features)
 
-    def forward_critic(self, features):
+    def forward_critic(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.scorer.value(features)
 
 
@@ -152,7 +157,7 @@ class HoleMaskablePolicy(MaskableActorCriticPolicy):
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = _HoleActorCritic(self.hidden)
 
-    def _build(self, lr_schedule) -> None:
+    def _build(self, lr_schedule: Callable[[float], float]) -> None:
         super()._build(lr_schedule)
         # the logits and the value come out of the scorer: no extra layers, and an optimizer without the unused ones
         self.action_net = nn.Identity()

@@ -73,10 +73,10 @@ class PlannerSignals(gym.ObservationWrapper):
         })
         self.source = SignalSource(planner)
 
-    def reset(self, *, seed=None, options=None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         observation, info = self.env.reset(seed=seed, options=options)
         self.source.reset(self.env)
         return self.observation(observation), info
 
-    def observation(self, observation):
+    def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.source.observe(observation)

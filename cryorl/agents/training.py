@@ -53,7 +53,7 @@ class RandomBudget(gym.Wrapper):
         self.budgets = [float(b) for b in budgets]
         self._rng = np.random.default_rng()
 
-    def reset(self, *, seed=None, options=None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         budget = self.budgets[int(self._rng.integers(len(self.budgets)))]
@@ -74,12 +74,12 @@ class OpportunityCost(gym.Wrapper):
         self.per_minute = float(per_minute)
         self._elapsed = 0.0
 
-    def reset(self, **kwargs):
+    def reset(self, **kwargs) -> tuple[dict, dict]:
         obs, info = self.env.reset(**kwargs)
         self._elapsed = info["elapsed"]
         return obs, info
 
-    def step(self, action):
+    def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         minutes = info["elapsed"] - self._elapsed
         self._elapsed = info["elapsed"]
