@@ -112,12 +112,16 @@ class GreedyLocalPolicy(_GridPolicy):
 
 
 class OraclePolicy(GreedyLocalPolicy):
+    """Greedy-local on the true CTFMaxRes (an upper reference, not deployable)."""
+
     name = "oracle"
 
     def reset(self, env) -> None:
         super().reset(env)
-        truth = np.nan_to_num(env.atlas.true_ctf, nan=MAX_FEATURE_CTF)
-        self.predicted = np.minimum(truth, MAX_FEATURE_CTF)
+        self.truth = np.minimum(np.nan_to_num(env.atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
+
+    def _scores(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.truth, self.truth <= self.threshold
 
 
 class SnowballPolicy(GreedyLocalPolicy):
