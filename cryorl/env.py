@@ -10,8 +10,10 @@ import numpy as np
 from cryorl.atlas import Atlas
 from cryorl.costs import SWITCH_LEVELS, CollectionCosts, get_costs, scalar_where, switch_level
 from cryorl.features import make_feature_set
+from cryorl.grids import FixedGrid, GridSource, SimulatedGrid
+from cryorl.presets import resolve_settings
 from cryorl.render import map_coordinates, render_ansi, render_rgb
-from cryorl.synth import GridSpec, simulate_atlas
+from cryorl.synth import GridSpec
 
 __all__ = ["CryoEMEnv", "CRYORL_SWITCH_REWARDS"]
 
@@ -29,6 +31,43 @@ def _positive(value, what: str) -> float:
     if not (np.isfinite(number) and number > 0):
         raise ValueError(f"{what} must be a positive, finite number, not {value!r}")
     return number
+
+
+def _check_arguments(settings: dict[str, Any], render_mode, render_modes, invalid_action, switch_rewards,
+                     invalid_action_penalty) -> None:
+    """Refuse settings that make no sense, naming the value (numbers are checked where they are converted)."""
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be one of {render_modes}, not {render_mode!r}")
+    if invalid_action not in ("raise", "penalize"):
+        raise ValueError(f"invalid_action must be 'raise' or 'penalize', not {invalid_action!r}")
+    if len(switch_rewards) != 4:
+        raise ValueError(f"switch_rewards needs 4 values (hole, patch, square, tile), got {switch_rewards}")
+    if not np.all(np.isfinite(np.asarray(switch_rewards, dtype=np.float64))):
+        raise ValueError(f"switch_rewards must be finite numbers, got {switch_rewards}")
+    if not np.isfinite(invalid_action_penalty):
+        raise ValueError(f"invalid_action_penalty must be a finite number, not {invalid_action_penalty}")
+    max_holes = settings["max_holes"]
+    if max_holes is not None and (isinstance(max_holes, (bool, np.bool_))
+                                  or not isinstance(max_holes, (int, np.integer))):
+        raise ValueError(f"max_holes must be an integer number of holes, not {max_holes!r}")
+
+
+def _grid_source(atlas: Atlas | None, grid, grid_seed: int | None, resample: bool, perception,
+                 crops: np.ndarray | None) -> GridSource:
+    """The environment's grid: a given atlas, a grid source, or simulated grids of a spec."""
+    if atlas is not None:
+        if grid is not None or grid_seed is not None:
+            raise ValueError("pass either atlas= (a given grid) or grid=/grid_seed= (a simulated grid), not both")
+        if resample:
+            raise ValueError("resample_grid needs a simulated grid without grid_seed")
+        return FixedGrid(atlas, perception, crops)
+    if hasattr(grid, "for_reset"):
+        if grid_seed is not None or resample or perception is not None:
+            raise ValueError("a grid source (grid=FixedGrid/SimulatedGrid) carries its own seed, resampling and "
+                             "perception")
+        return grid
+    spec = grid if isinstance(grid, GridSpec) else GridSpec.from_mapping(grid or {})
+    return SimulatedGrid(spec, grid_seed, resample, perception)
 
 
 class CryoEMEnv(gym.Env):
@@ -81,7 +120,8 @@ class CryoEMEnv(gym.Env):
     ``costs`` (preset name, mapping or 4 minutes; default ``"cryorl-2023"``), ``budget`` (minutes, default 480),
     ``threshold`` (Å, default 6), ``feature_set`` (default ``"compact"``), ``max_holes`` (an integer, the padding;
     default the grid's hole count), ``switch_rewards``, ``grid`` (a :class:`~cryorl.synth.GridSpec` or mapping of
-    its fields for simulated grids; ``{"n_holes": N}`` alone scales the real session's shape), ``grid_seed`` (fix
+    its fields for simulated grids — ``{"n_holes": N}`` alone scales the real session's shape — or a grid source,
+    :mod:`cryorl.grids`), ``grid_seed`` (fix
     the simulated grid; not with ``atlas``), ``resample_grid`` (draw a new simulated grid on every reset, seeded or
     not: for training), ``invalid_action`` (``"penalize"``, the default, or ``"raise"``),
     ``invalid_action_penalty``, ``render_mode`` (``"rgb_array"`` or ``"ansi"``; ``render()`` needs a ``reset()``
@@ -100,89 +140,35 @@ class CryoEMEnv(gym.Env):
                  costs: str | CollectionCosts | dict | tuple | list | None = None, budget: float | None = None,
                  threshold: float | None = None, feature_set: str | None = None, max_holes: int | None = None,
                  switch_rewards: tuple[float, float, float, float] = CRYORL_SWITCH_REWARDS,
-                 grid: GridSpec | dict | None = None, grid_seed: int | None = None, resample_grid: bool = False,
-                 invalid_action: Literal["raise", "penalize"] = "penalize", invalid_action_penalty: float = -1.0,
-                 render_mode: str | None = None, perception=None, crops: np.ndarray | None = None) -> None:
-        settings = dict(costs=costs, budget=budget, threshold=threshold, feature_set=feature_set,
-                        max_holes=max_holes, grid=grid, grid_seed=grid_seed)
-        if preset is not None:
-            from cryorl.presets import load_preset
-
-            loaded = load_preset(preset)
-            preset_atlas = loaded.pop("atlas", None)
-            atlas = atlas if atlas is not None else preset_atlas          # an explicit atlas wins too
-            # explicit keyword arguments (anything not None) win over the preset
-            settings = {k: v if v is not None else loaded.get(k) for k, v in settings.items()}
-        settings = {k: v if v is not None else ENV_DEFAULTS.get(k) for k, v in settings.items()}
-        costs, budget, threshold = settings["costs"], settings["budget"], settings["threshold"]
-        feature_set, max_holes, grid, grid_seed = (settings[k] for k in ("feature_set", "max_holes", "grid",
-                                                                          "grid_seed"))
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, not {render_mode!r}")
-        if invalid_action not in ("raise", "penalize"):
-            raise ValueError(f"invalid_action must be 'raise' or 'penalize', not {invalid_action!r}")
-        budget, threshold = _positive(budget, "budget (minutes)"), _positive(threshold, "threshold (Å)")
-        if len(switch_rewards) != 4:
-            raise ValueError(f"switch_rewards needs 4 values (hole, patch, square, tile), got {switch_rewards}")
-        if not np.all(np.isfinite(np.asarray(switch_rewards, dtype=np.float64))):
-            raise ValueError(f"switch_rewards must be finite numbers, got {switch_rewards}")
-        if not np.isfinite(invalid_action_penalty):
-            raise ValueError(f"invalid_action_penalty must be a finite number, not {invalid_action_penalty}")
-        if max_holes is not None and (isinstance(max_holes, (bool, np.bool_))
-                                      or not isinstance(max_holes, (int, np.integer))):
-            raise ValueError(f"max_holes must be an integer number of holes, not {max_holes!r}")
-        if atlas is not None and (grid is not None or grid_seed is not None):
-            raise ValueError("pass either atlas= (a given grid) or grid=/grid_seed= (a simulated grid), not both")
-        self.costs = get_costs(costs)
-        self.budget = budget
-        self.threshold = threshold
-        self.feature_set_name = feature_set
+                 grid: GridSpec | dict | GridSource | None = None, grid_seed: int | None = None,
+                 resample_grid: bool = False, invalid_action: Literal["raise", "penalize"] = "penalize",
+                 invalid_action_penalty: float = -1.0, render_mode: str | None = None, perception=None,
+                 crops: np.ndarray | None = None) -> None:
+        atlas, settings = resolve_settings(preset, atlas, ENV_DEFAULTS, costs=costs, budget=budget,
+                                           threshold=threshold, feature_set=feature_set, max_holes=max_holes,
+                                           grid=grid, grid_seed=grid_seed)
+        _check_arguments(settings, render_mode, self.metadata["render_modes"], invalid_action, switch_rewards,
+                         invalid_action_penalty)
+        self.costs = get_costs(settings["costs"])
+        self.budget = _positive(settings["budget"], "budget (minutes)")
+        self.threshold = _positive(settings["threshold"], "threshold (Å)")
+        self.feature_set_name = settings["feature_set"]
         self.switch_rewards = np.asarray(switch_rewards, dtype=np.float64)
         self.invalid_action = invalid_action
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.render_mode = render_mode
         self._cost_by_level = self.costs.as_array()
-
-        self.grid_spec: GridSpec | None = None
-        self.grid_seed = grid_seed
-        if perception is not None and not hasattr(perception, "predict"):
-            from cryorl.perception.predictor import HoleQualityPredictor
-
-            perception = HoleQualityPredictor.load(perception)
-        self.perception = perception
-        if atlas is None:
-            self.grid_spec = grid if isinstance(grid, GridSpec) else GridSpec.from_mapping(grid or {})
-            atlas = self._simulate(grid_seed if grid_seed is not None else 0)
-        elif perception is not None:
-            if crops is None or len(crops) != len(atlas):
-                raise ValueError(f"perception on a given atlas needs crops=, one image per hole ({len(atlas)}), "
-                                 f"got {'none' if crops is None else len(crops)}")
-            atlas = atlas.with_predictions(perception.predict(crops))
-        self.max_holes = int(max_holes) if max_holes is not None else len(atlas)
-        self._set_atlas(atlas)
+        self.grid = _grid_source(atlas, settings["grid"], settings["grid_seed"], resample_grid, perception, crops)
+        first = self.grid.first()
+        self.max_holes = int(settings["max_holes"]) if settings["max_holes"] is not None else len(first)
+        self._set_atlas(first)
         self.observation_space = self._features.observation_space()
         self.action_space = gym.spaces.Discrete(self.max_holes)
-        self.resample_grid = bool(resample_grid)
-        if self.resample_grid and (self.grid_spec is None or grid_seed is not None):
-            raise ValueError("resample_grid needs a simulated grid without grid_seed")
-        self._needs_grid = self.grid_spec is not None and grid_seed is None
         self._current = -1
         self._done = False
         self._budget = self.budget
 
     # ---------------------------------------------------------------------------------------------- atlas
-    def _simulate(self, seed) -> Atlas:
-        """A simulated grid; with perception, its predictions come from the predictor on rendered hole crops."""
-        if self.perception is None:
-            return simulate_atlas(seed, self.grid_spec)
-        from cryorl.perception.crops import crops_for_table
-        from cryorl.synth import simulate_hole_table
-
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        table = simulate_hole_table(rng, self.grid_spec)
-        atlas = Atlas.from_frame(table, position_unit="um", source=f"cryorl.synth with {self.perception.name}")
-        return atlas.with_predictions(self.perception.predict(crops_for_table(table, rng)))
-
     def _set_atlas(self, atlas: Atlas) -> None:
         if len(atlas) < 2:
             where = atlas.source or "this atlas"
@@ -201,10 +187,9 @@ class CryoEMEnv(gym.Env):
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        if self.grid_spec is not None and self.grid_seed is None and (seed is not None or self._needs_grid
-                                                                     or self.resample_grid):
-            self._set_atlas(self._simulate(self.np_random))
-            self._needs_grid = False
+        atlas = self.grid.for_reset(self.np_random, seeded=seed is not None)
+        if atlas is not None:
+            self._set_atlas(atlas)
         options = options or {}
         unknown = set(options) - {"start", "budget"}
         if unknown:

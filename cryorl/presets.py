@@ -17,7 +17,7 @@ import yaml
 
 from cryorl.resources import PRESET_DIR
 
-__all__ = ["PRESET_DIR", "list_presets", "preset_path", "load_preset"]
+__all__ = ["PRESET_DIR", "list_presets", "preset_path", "load_preset", "resolve_settings"]
 
 KNOWN_KEYS = {"description", "grid", "grid_seed", "data", "costs", "budget", "threshold", "feature_set",
               "max_holes"}
@@ -74,3 +74,15 @@ def load_preset(preset: str | os.PathLike) -> dict[str, Any]:
             settings["atlas"] = load_cryorl_dataset(_resolve(data["dir"], path.parent), data.get("split", "train"),
                                                     **options)
     return settings
+
+
+def resolve_settings(preset: str | os.PathLike | None, atlas, defaults: dict[str, Any], **explicit: Any):
+    """The environment's ``(atlas, settings)``: each setting is the explicit argument where one is given (not None,
+    even at its default's value), else the preset's, else ``defaults``'; an explicit atlas wins over the preset's
+    data."""
+    if preset is not None:
+        loaded = load_preset(preset)
+        preset_atlas = loaded.pop("atlas", None)
+        atlas = atlas if atlas is not None else preset_atlas
+        explicit = {k: v if v is not None else loaded.get(k) for k, v in explicit.items()}
+    return atlas, {k: v if v is not None else defaults.get(k) for k, v in explicit.items()}

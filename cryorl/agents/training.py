@@ -36,6 +36,7 @@ from cryorl.agents.signals import PlannerSignals
 from cryorl.atlas import Atlas
 from cryorl.env import CryoEMEnv
 from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.grids import SimulatedGrid
 from cryorl.quality import as_classifier
 from cryorl.synth import GridSpec, simulate_atlas
 
@@ -97,21 +98,15 @@ def real_part(data: dict[str, Any]) -> Atlas:
     return atlas
 
 
-class _ClassifierGridEnv(CryoEMEnv):
-    """A simulated environment whose grids carry a classifier's probabilities instead of predicted CTFMaxRes."""
-
-    def _simulate(self, seed) -> Atlas:
-        return as_classifier(super()._simulate(seed))
-
-
 def _source_env(source: Source, settings: EnvSettings, max_holes: int, atlas: Atlas | None) -> CryoEMEnv:
     common = {"costs": source.costs or settings.costs, "threshold": settings.threshold,
               "max_holes": max_holes, "budget": max(settings.budgets)}
     if atlas is not None:
         classifier = source.predictions == "classifier" and atlas.has_ctf_predictions
         return CryoEMEnv(as_classifier(atlas) if classifier else atlas, **common)
-    cls = _ClassifierGridEnv if source.predictions == "classifier" else CryoEMEnv
-    return cls(grid=source.grid, resample_grid=True, **common)
+    transform = as_classifier if source.predictions == "classifier" else None
+    return CryoEMEnv(grid=SimulatedGrid(GridSpec.from_mapping(source.grid), resample=True, transform=transform),
+                     **common)
 
 
 def training_env_fns(settings: EnvSettings | dict[str, Any]) -> list:
