@@ -39,7 +39,8 @@ def card(name: str, run: dict, policy: LearnedPolicy, summary: pd.DataFrame, age
         last = imitation.iloc[-1]
         imitated = [f"- imitation of the planner first (DAgger, {len(imitation)} rounds, {int(last['steps'])} "
                     f"labelled steps, {last['wall_seconds']:.0f} s): the network picks the planner's hole in "
-                    f"{100 * last['agreement']:.1f} % of the last round's states; RL goes on from there"]
+                    f"{100 * last['agreement']:.1f} % of the states of its last training epoch; RL goes on from "
+                    "there"]
     table = summary.copy()
     table["agent"] = table["agent"].replace({agent_label: name})
     wide = table.pivot_table(index=["grid", "agent"], columns="budget", values="good_mean")

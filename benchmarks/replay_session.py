@@ -19,7 +19,7 @@ import pandas as pd
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy
 from cryorl.outputs import output_folder
-from cryorl.planning import PlanError, make_plan, read_measured, read_stage_positions
+from cryorl.planning import SessionOver, make_plan, read_measured, read_stage_positions
 
 
 def main() -> None:
@@ -53,9 +53,7 @@ def main() -> None:
             try:
                 next_plan = make_plan(atlas, policy, budget=args.budget, costs=args.costs, start=start,
                                       measured=read_measured(measured_file, atlas), stage=stage)
-            except PlanError as error:
-                if "already spent" not in str(error):
-                    raise
+            except SessionOver:
                 break
             seconds.append(time.perf_counter() - tic)
             plan = next_plan

@@ -92,7 +92,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from cryorl.loaders import load_cryorl_dataset
     from cryorl.outputs import check_output_folder, output_folder
-    from cryorl.planning import PlanError, make_plan, read_measured, read_stage_positions
+    from cryorl.planning import SessionOver, make_plan, read_measured, read_stage_positions
 
     inputs = [args.data] + ([args.measured] if args.measured else [])
     check_output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs)
@@ -116,7 +116,7 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"{plan.agent}: {len(plan.targets)} targets {where}, {plan.time_left:g} of {plan.budget:g} min left "
               f"after {plan.measured} measured exposures")
 
-    plan = planned(complete_lines_only=False)
+    plan = planned(complete_lines_only=args.watch)
     with output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs) as out:
         written = plan.write(out)
     report(plan)
@@ -131,11 +131,9 @@ def _plan(args: argparse.Namespace) -> int:
             last = state
             try:
                 plan = planned(complete_lines_only=True)
-            except PlanError as error:
-                if "already spent" in str(error):
-                    print(f"budget spent: {error}")
-                    return 0
-                raise
+            except SessionOver as error:
+                print(f"session over: {error}")
+                return 0
             plan.write(args.out)
             report(plan)
         time.sleep(args.interval)

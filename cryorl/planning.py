@@ -5,8 +5,10 @@ after the holes already exposed (``measured``: their names and measured CTFMaxRe
 minutes they took come from the cost model) — and rolls the policy out for the rest of the budget on the grid's
 predictions: every planned exposure is assumed to come out as predicted, since nothing else is known yet. The
 first target is exactly what the policy would do now; the rest is its best guess, to be re-made when the next
-exposure is measured (``cryorl plan --watch``). Without ``start`` or measured holes the plan begins at the most
-probable hole of the grid (by the planner's calibration), listed as its first target.
+exposure is measured (``cryorl plan --watch``). As in the environment, the last target may end past the budget:
+a move started before the time is up still counts. Without ``start`` or measured holes the plan begins at the
+most probable hole of the grid (by the planner's calibration), listed as its first target. ``predicted_ctf`` is
+the predicted CTFMaxRes, or its equivalent for a classifier's probabilities (:mod:`cryorl.quality`).
 
 :meth:`Plan.write` writes ``plan.csv`` and either a SerialEM navigator file (``plan.nav``: one point item per
 target in acquisition order, stage coordinates in µm, ``Acquire = 1``) where stage positions are known (a session
@@ -27,7 +29,7 @@ from cryorl.env import CryoEMEnv
 from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.quality import predicted_quality
 
-__all__ = ["Plan", "PlanError", "make_plan", "read_measured", "read_stage_positions", "navigator_text",
+__all__ = ["Plan", "PlanError", "SessionOver", "make_plan", "read_measured", "read_stage_positions", "navigator_text",
            "PLAN_COLUMNS", "SWITCH_NAMES"]
 
 SWITCH_NAMES = ("hole", "patch", "square", "tile")
@@ -37,6 +39,10 @@ PLAN_COLUMNS = ["order", "hole", "tile", "square", "patch", "x", "y", "stage_x_u
 
 class PlanError(ValueError):
     """A measured file or a plan request that cannot be planned from; the message names the file and line."""
+
+
+class SessionOver(PlanError):
+    """Nothing is left to plan: the budget is spent or every hole is exposed."""
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Plan:
         with atomic_path(folder / "plan.csv") as tmp:
             self.targets.to_csv(tmp, index=False, float_format="%.6g")
         written = [folder / "plan.csv"]
+        # the file a microscope or an operator loads last, so it is never older than plan.csv beside it
         if self.targets["stage_x_um"].notna().all() and len(self.targets):
             written.append(atomic_write_text(folder / "plan.nav", navigator_text(self.targets)))
         else:
@@ -83,9 +90,20 @@ def navigator_text(targets: pd.DataFrame) -> str:
 def read_stage_positions(path: str | os.PathLike, atlas: Atlas) -> tuple[np.ndarray, np.ndarray] | None:
     """Stage x, y (µm) of every hole from a hole table with ``hole``, ``stage_x_um`` and ``stage_y_um`` columns;
     None when the table has no stage columns."""
-    table = pd.read_csv(path)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)          # the text as written, for messages
     if not {"hole", "stage_x_um", "stage_y_um"} <= set(table.columns):
         return None
+    repeated = table["hole"][table["hole"].duplicated()]
+    if len(repeated):
+        line = int(repeated.index[0]) + 2                                 # 1-based, after the header
+        raise PlanError(f"{path}:{line}: hole {repeated.iloc[0]!r} is listed twice")
+    for column in ("stage_x_um", "stage_y_um"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(float))
+        if bad.any():
+            line = int(np.flatnonzero(bad)[0]) + 2
+            raise PlanError(f"{path}:{line}: {column} {table[column].iloc[line - 2]!r} is not a finite number")
+        table[column] = values
     by_name = table.set_index("hole")
     missing = [name for name in atlas.names if name not in by_name.index]
     if missing:
@@ -183,9 +201,9 @@ def make_plan(atlas: Atlas, agent="planner", *, budget: float, costs="cryorl-202
         obs, _, done, _, info = env.step(hole)
         taken += 1
     if done and env.visited.all():
-        raise PlanError(f"every hole of the grid is already exposed ({len(measured)} measured)")
+        raise SessionOver(f"every hole of the grid is already exposed ({len(measured)} measured)")
     if done:
-        raise PlanError(f"the budget of {budget:g} min is already spent: the first {taken} of the "
+        raise SessionOver(f"the budget of {budget:g} min is already spent: the first {taken} of the "
                         f"{len(measured)} measured exposures took {env.elapsed:g} min")
     elapsed_before, position = env.elapsed, str(atlas.names[env.current_hole])
     policy.reset(env)
@@ -215,7 +233,7 @@ def _table(atlas: Atlas, rows, elapsed_before: float, costs: np.ndarray, thresho
         "x": atlas.x[holes], "y": atlas.y[holes],
         "stage_x_um": stage[0][holes] if stage is not None else np.nan,
         "stage_y_um": stage[1][holes] if stage is not None else np.nan,
-        "predicted_ctf": atlas.predicted_ctf[holes],
+        "predicted_ctf": predicted_quality(atlas)[holes],
         "probability_good": p[holes],
         "switch": np.where(levels < 0, "start", np.asarray(SWITCH_NAMES, dtype=object)[np.maximum(levels, 0)]),
         "minutes": np.where(levels < 0, 0.0, costs[np.maximum(levels, 0)]),

@@ -12,7 +12,7 @@ from cryorl import CryoEMEnv, load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy
 from cryorl.cli import main
 from cryorl.costs import get_costs
-from cryorl.planning import PLAN_COLUMNS, PlanError, make_plan, read_measured
+from cryorl.planning import PLAN_COLUMNS, PlanError, make_plan, read_measured, read_stage_positions
 
 SESSION = Path(__file__).resolve().parents[1] / "data_samples" / "session"
 
@@ -120,6 +120,23 @@ def test_replanning_from_a_measured_file(tmp_path):
     assert read_measured(layout, atlas) == read_measured(measured, atlas)
 
 
+def test_bad_stage_tables_are_refused(tmp_path):
+    atlas = load_cryorl_dataset(SESSION, "sample")
+    holes = pd.read_csv(SESSION / "holes.csv")
+    table = tmp_path / "holes.csv"
+    pd.concat([holes, holes.iloc[[3]]]).to_csv(table, index=False)
+    with pytest.raises(PlanError, match=r"holes.csv:32: hole '.*' is listed twice"):
+        read_stage_positions(table, atlas)
+    broken = holes.astype({"stage_x_um": object})
+    broken.loc[4, "stage_x_um"] = "n/a"
+    broken.to_csv(table, index=False)
+    with pytest.raises(PlanError, match=r"holes.csv:6: stage_x_um 'n/a' is not a finite number"):
+        read_stage_positions(table, atlas)
+    x, y = read_stage_positions(SESSION / "holes.csv", atlas)
+    by_name = holes.set_index("hole")
+    assert x[7] == by_name.loc[atlas.names[7], "stage_x_um"] and y[7] == by_name.loc[atlas.names[7], "stage_y_um"]
+
+
 def test_bad_measured_files_and_requests_are_refused(tmp_path, capsys):
     atlas = load_cryorl_dataset(SESSION, "sample")
     names = list(atlas.names)
@@ -180,7 +197,7 @@ def test_watch_replans_as_the_measured_file_grows(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 0, stderr
-    assert "budget spent" in stdout and len(exposed) >= 8
+    assert "session over: the budget of 12 min is already spent" in stdout and len(exposed) >= 8
     # the holes the watched plans led to are the ones a direct evaluation collects from the same first hole
     env = CryoEMEnv(atlas, budget=12)
     obs, _ = env.reset(options={"start": exposed[0]})

@@ -34,6 +34,14 @@ BASE = {"algo": "dqn", "n_timesteps": 100, "env": {"sources": [{"grid": SMALL}]}
     ({"imitation": {"rounds": 2, "epoch": 3}}, r"imitation.epoch: unknown key"),
     ({"learning_rat": 1e-3}, r"learning_rat: not a MaskedDQN hyper-parameter"),
     ({"n_epochs": 4}, r"n_epochs: not a MaskedDQN hyper-parameter"),           # a PPO key in a DQN config
+    ({"keep_checkpoints": 0}, r"keep_checkpoints: must be at least 1, not 0"),
+    ({"checkpoint_freq": 0}, r"checkpoint_freq: must be at least 1"),
+    ({"eval": {"freq": 0}}, r"eval.freq: must be at least 1"),
+    ({"env": {"budgets": [480, float("nan")]}}, r"env.budgets\[1\]: must be more than 0, not nan"),
+    ({"imitation": {"follow_planner": 3}}, r"imitation.follow_planner: a probability in \[0, 1\], not 3.0"),
+    ({"imitation": {"batch_size": 0}}, r"imitation.batch_size: must be at least 1"),
+    ({"env": {"sources": [{"grid": {"n_holes": 300, "bogus": 1}}]}}, r"env.sources\[0\]: grid: .*bogus"),
+    ({"eval": {"grid": {"n_holes": -5}}}, r"eval.grid: "),
 ])
 def test_bad_configs_name_the_key(change, message):
     with pytest.raises(ConfigError, match=r"^my.yml: " + message):

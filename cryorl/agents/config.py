@@ -62,6 +62,24 @@ def _check(value, where: str, annotation: str):
     raise TypeError(f"no check for {annotation}")
 
 
+def _at_least(value: float, low: float, where: str, inclusive: bool = True) -> None:
+    if not (value >= low if inclusive else value > low) or value != value:
+        raise ConfigError(f"{where}: must be {'at least' if inclusive else 'more than'} {low:g}, not {value!r}")
+
+
+def _grid(value, where: str) -> dict | None:
+    """A GridSpec mapping, checked now (unknown fields, impossible counts) rather than when training starts."""
+    from cryorl.synth import GridSpec
+
+    value = _check(value, where, "dict | None")
+    if value is not None:
+        try:
+            GridSpec.from_mapping(value)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{where}: {error}") from None
+    return value
+
+
 def _build(cls, mapping, where: str, **nested):
     """``cls`` from ``mapping``: simple fields checked by their annotation, ``nested`` fields by their builder."""
     if not isinstance(mapping, dict):
@@ -89,6 +107,8 @@ class Source:
     costs: str | list | None = None
 
     def __post_init__(self) -> None:
+        if self.grid is not None:
+            _grid(self.grid, "grid")
         if self.predictions not in ("regressor", "classifier"):
             raise ConfigError(f"predictions: 'regressor' or 'classifier', not {self.predictions!r}")
         if (self.grid is None) == (self.data is None):
@@ -124,8 +144,10 @@ class EnvSettings:
     def __post_init__(self) -> None:
         if self.vec_env not in ("dummy", "subproc"):
             raise ConfigError(f"env.vec_env: 'dummy' or 'subproc', not {self.vec_env!r}")
-        if any(b <= 0 for b in self.budgets):
-            raise ConfigError(f"env.budgets: minutes must be positive, got {list(self.budgets)}")
+        for i, budget in enumerate(self.budgets):
+            _at_least(budget, 0.0, f"env.budgets[{i}]", inclusive=False)
+        _at_least(self.threshold, 0.0, "env.threshold", inclusive=False)
+        _at_least(self.opportunity_cost, 0.0, "env.opportunity_cost")
 
     @classmethod
     def parse(cls, value, where: str = "env") -> EnvSettings:
@@ -144,6 +166,12 @@ class EvalSettings:
     grid_seeds: tuple[int, ...] = ()
     data: dict | None = None
 
+    def __post_init__(self) -> None:
+        _at_least(self.freq, 1, "eval.freq")
+        _at_least(self.episodes, 1, "eval.episodes")
+        _at_least(self.budget, 0.0, "eval.budget", inclusive=False)
+        _grid(self.grid, "eval.grid")
+
     @classmethod
     def parse(cls, value, where: str = "eval") -> EvalSettings:
         return _build(cls, value, where)
@@ -161,6 +189,14 @@ class ImitationSettings:
     learning_rate: float = 1e-3
     margin: float = 0.5
     value_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "steps_per_round", "batch_size"):
+            _at_least(getattr(self, name), 1, f"imitation.{name}")
+        _at_least(self.epochs, 0.0, "imitation.epochs", inclusive=False)
+        _at_least(self.learning_rate, 0.0, "imitation.learning_rate", inclusive=False)
+        if not 0.0 <= self.follow_planner <= 1.0:
+            raise ConfigError(f"imitation.follow_planner: a probability in [0, 1], not {self.follow_planner!r}")
 
     @classmethod
     def parse(cls, value, where: str = "imitation") -> ImitationSettings | None:
@@ -181,6 +217,11 @@ class TrainingConfig:
     checkpoint_freq: int = 10000
     keep_checkpoints: int = 2
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _at_least(self.n_timesteps, 0, "n_timesteps")
+        _at_least(self.checkpoint_freq, 1, "checkpoint_freq")
+        _at_least(self.keep_checkpoints, 1, "keep_checkpoints")
 
     @property
     def gamma(self) -> float:

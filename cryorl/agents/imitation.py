@@ -103,12 +103,18 @@ class Demonstrations:
         return obs, targets
 
 
+def _device(scorer: HoleScorer) -> torch.device:
+    return next(scorer.parameters()).device
+
+
 @torch.no_grad()
 def _network_actions(scorer: HoleScorer, observations: list[dict[str, np.ndarray]]) -> np.ndarray:
-    batch = {key: torch.as_tensor(np.stack([o[key] for o in observations])).float() for key in observations[0]}
+    device = _device(scorer)
+    batch = {key: torch.as_tensor(np.stack([o[key] for o in observations])).float().to(device)
+             for key in observations[0]}
     scores = scorer(batch)
     scores = torch.where(batch["action_mask"] > 0, scores, torch.full_like(scores, -torch.inf))
-    return scores.argmax(dim=1).numpy()
+    return scores.argmax(dim=1).cpu().numpy()
 
 
 def collect(envs: list[gym.Env], scorer: HoleScorer | None, steps: int, *, follow_planner: float = 1.0,
@@ -153,18 +159,21 @@ def collect(envs: list[gym.Env], scorer: HoleScorer | None, steps: int, *, follo
 def fit(scorer: HoleScorer, demonstrations: Demonstrations, *, loss: Literal["policy", "q"], epochs: float = 2.0,
         batch_size: int = 128, learning_rate: float = 1e-3, margin: float = 0.5, value_weight: float = 0.1,
         seed: int = 0) -> dict[str, float]:
-    """Fit ``scorer`` on the demonstrations (module docstring); returns the final losses and agreement with the
-    planner on the last epoch's batches."""
+    """Fit ``scorer`` on the demonstrations (module docstring); returns the losses and the agreement with the
+    planner over the last epoch's training batches (in-sample, measured before each batch's update)."""
     generator = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(scorer.parameters(), lr=learning_rate)
     scorer.train()
     n = len(demonstrations)
     n_batches = max(1, int(np.ceil(epochs * n / batch_size)))
-    last = max(1, int(np.ceil(n / batch_size)))
+    last = min(max(1, int(np.ceil(n / batch_size))), n_batches)           # the batches of the last epoch
+    device = _device(scorer)
     totals = {"imitation_loss": 0.0, "value_loss": 0.0, "agreement": 0.0}
     for b in range(n_batches):
         index = generator.integers(0, n, size=min(batch_size, n))
         obs, targets = demonstrations.batch(index)
+        obs = {k: v.to(device) for k, v in obs.items()}
+        targets = {k: v.to(device) for k, v in targets.items()}
         scores, value = scorer.scores_and_value(obs)
         valid = obs["action_mask"] > 0
         pick = targets["pick"]

@@ -129,15 +129,15 @@ def training_env_fns(settings: EnvSettings | dict[str, Any]) -> list:
     return [factory(s, a) for s, a in zip(settings.sources, atlases)]
 
 
-def make_training_env(settings: EnvSettings | dict[str, Any], seed: int):
-    """The vectorized training environment: one copy per source (:func:`training_env_fns`), each in a
-    ``Monitor``; in subprocesses with ``vec_env: subproc``."""
+def make_training_env(settings: EnvSettings | dict[str, Any], seed: int, fns: list | None = None):
+    """The vectorized training environment: one copy per source (:func:`training_env_fns`, or the factories
+    ``fns`` made by it), each in a ``Monitor``; in subprocesses with ``vec_env: subproc``."""
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     if not isinstance(settings, EnvSettings):
         settings = EnvSettings.parse(settings)
-    fns = [lambda fn=fn: Monitor(fn()) for fn in training_env_fns(settings)]
+    fns = [lambda fn=fn: Monitor(fn()) for fn in (fns or training_env_fns(settings))]
     venv = SubprocVecEnv(fns) if settings.vec_env == "subproc" else DummyVecEnv(fns)
     venv.seed(seed)
     return venv
@@ -291,12 +291,12 @@ class EvalGoodExposures(BaseCallback):
                  f"planner {self.planner_good:.1f})")
 
 
-def _imitate(model, config: TrainingConfig, run_dir: Path, seed: int, log) -> None:
+def _imitate(model, config: TrainingConfig, fns: list, run_dir: Path, seed: int, log) -> None:
     """DAgger from the planner into the model's network (:mod:`cryorl.agents.imitation`) before RL; the rounds'
     agreement and losses go to ``imitation.csv``."""
     from cryorl.agents.imitation import imitate
 
-    envs = [fn() for fn in training_env_fns(config.env)]
+    envs = [fn() for fn in fns]
     started = time.time()
     history = imitate(scorer_from_model(model), envs, loss="q" if config.algo == "dqn" else "policy",
                       gamma=config.gamma, seed=seed, log=log, **asdict(config.imitation))
@@ -331,7 +331,8 @@ def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *
     name = name or config.algo
     total = int(timesteps if timesteps is not None else config.n_timesteps)
     set_random_seed(seed)
-    venv = make_training_env(config.env, seed)
+    fns = training_env_fns(config.env)                               # real sources are loaded here, once
+    venv = make_training_env(config.env, seed, fns)
     eval_atlases = make_eval_atlases(config.eval)
     cls = MaskedDQN if config.algo == "dqn" else MaskablePPO
     model = _resume(cls, run_dir / "checkpoints", venv, str(run_dir / "tb"), config.algo == "dqn", log)
@@ -339,7 +340,7 @@ def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *
     if model is None:
         model = _make_model(config, venv, seed, str(run_dir / "tb"))
         if config.imitation is not None:
-            _imitate(model, config, run_dir, seed, log)
+            _imitate(model, config, fns, run_dir, seed, log)
             save_checkpoint(model, run_dir / "checkpoints", replay_buffer=False, keep=config.keep_checkpoints)
     remaining = max(total - model.num_timesteps, 0)
     started = time.time()
