@@ -34,6 +34,8 @@ def card(name: str, run: dict, policy: LearnedPolicy, summary: pd.DataFrame, age
             trace = ", ".join(f"{int(r.timesteps)}: {r.good_mean:.1f}" for r in history.itertuples())
             reached += (f" (held-out good exposures by RL step — {trace}; the planner: "
                         f"{history['planner_good_mean'].iloc[0]:.1f})")
+        if int(best["timesteps"]) == 0:
+            reached += ". The shipped weights are the imitation's: RL did not improve on them on the held-out grid"
     imitated = []
     if imitation is not None and len(imitation):
         last = imitation.iloc[-1]
