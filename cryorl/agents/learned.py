@@ -62,7 +62,7 @@ class LearnedPolicy(Policy):
                              f"{env.feature_set_name!r}")
         self.signals.reset(env)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, observation, action_mask) -> int:
         if not all(key in observation for key in SIGNAL_KEYS):
             observation = self.signals.observe(observation)

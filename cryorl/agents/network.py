@@ -135,7 +135,11 @@ class HoleScorer(nn.Module):
         return h, torch.cat([mean, peak], dim=-1), valid
 
     def _scores(self, h: torch.Tensor, context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        scores = self.head(torch.cat([h, context.unsqueeze(1).expand(-1, h.shape[1], -1)], dim=-1)).squeeze(-1)
+        # head(cat[h, context]) with the first layer split: the context's part is computed once per grid, not per hole
+        first, rest = self.head[0], self.head[1:]
+        hidden = self.hidden
+        per_grid = nn.functional.linear(context, first.weight[:, hidden:], first.bias).unsqueeze(1)
+        scores = rest(nn.functional.linear(h, first.weight[:, :hidden]) + per_grid).squeeze(-1)
         if self.mask_invalid:
             scores = torch.where(valid, scores, torch.full_like(scores, self.mask_value))
         return scores

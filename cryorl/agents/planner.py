@@ -79,6 +79,10 @@ class PlannerPolicy(_GridPolicy):
         self.square_tile = np.zeros(atlas.n_squares, np.int64)
         self.square_tile[atlas.square] = atlas.tile
         self.n_squares, self.n_tiles = atlas.n_squares, atlas.n_tiles
+        self._patch_in_square = np.zeros((atlas.n_patches, atlas.n_squares))
+        self._patch_in_square[np.arange(atlas.n_patches), self.patch_square] = 1.0
+        self._square_in_tile = np.zeros((atlas.n_squares, atlas.n_tiles))
+        self._square_in_tile[np.arange(atlas.n_squares), self.square_tile] = 1.0
 
     # ------------------------------------------------------------------------------------------ the plan
     def _plan_at(self, price: float, p: np.ndarray, valid: np.ndarray, here: tuple[int, int, int]):
@@ -117,7 +121,7 @@ class PlannerPolicy(_GridPolicy):
             here = (int(self.patch[c]), int(self.square[c]), int(self.tile[c]))
         low, high = 0.0, float(p[valid].max(initial=0.0)) / self.costs[0] + _EPS
         fractions = np.arange(0, 64) / 64.0                          # the first round also tries ``low`` itself
-        for round_ in range(1 + -(-self.bisection_steps // 6)):      # 64-ary search: 6 bisection steps a round
+        for round_ in range(-(-self.bisection_steps // 6)):          # 64-ary search: 6 bisection steps a round
             prices = low + (high - low) * fractions
             totals = self._totals(prices, p, valid, here)
             if round_ == 0:
@@ -141,29 +145,24 @@ class PlannerPolicy(_GridPolicy):
         k_prices = len(prices)
         probabilities, patches = p[valid], self.patch[valid]
         cleared = np.searchsorted(prices * c0, probabilities, side="right")   # how many bars each hole clears
-        cells = patches * (k_prices + 1) + cleared
-        size = self.n_patches * (k_prices + 1)
+        cells = (k_prices - cleared) * self.n_patches + patches               # rows: bars not cleared
+        size = (k_prices + 1) * self.n_patches
 
         def taken(weights: np.ndarray | None) -> np.ndarray:
-            per_bar = np.bincount(cells, weights, size).reshape(self.n_patches, k_prices + 1)
-            return np.cumsum(per_bar[:, ::-1], axis=1)[:, -2::-1].T      # (prices, patches): bars cleared > index
+            per_row = np.bincount(cells, weights, size).reshape(k_prices + 1, self.n_patches).cumsum(axis=0)
+            return per_row[k_prices - 1::-1]                   # (prices, patches): holes clearing each price's bar
 
-        k, gain = taken(None).astype(np.float64), taken(probabilities)
+        k, gain = taken(None), taken(probabilities)
         price = prices[:, None]
-
-        def group_sum(ids: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-            flat = (np.arange(k_prices)[:, None] * n_groups + ids).ravel()
-            return np.bincount(flat, values.ravel(), k_prices * n_groups).reshape(k_prices, n_groups)
-
         minutes = k * c0 + (c1 - c0) * (k > 0)
         minutes[:, current_patch] = k[:, current_patch] * c0
         patch_on = (k > 0) & (gain - price * minutes > -_EPS)
-        square_gain = group_sum(self.patch_square, gain * patch_on, self.n_squares)
-        square_minutes = group_sum(self.patch_square, minutes * patch_on, self.n_squares) + (c2 - c1)
+        square_gain = (gain * patch_on) @ self._patch_in_square                # group sums as products with
+        square_minutes = (minutes * patch_on) @ self._patch_in_square + (c2 - c1)   # one-hot membership
         square_minutes[:, current_square] -= c2 - c1
         square_on = (square_gain > 0) & (square_gain - price * square_minutes > -_EPS)
-        tile_gain = group_sum(self.square_tile, square_gain * square_on, self.n_tiles)
-        tile_minutes = group_sum(self.square_tile, square_minutes * square_on, self.n_tiles) + (c3 - c2)
+        tile_gain = (square_gain * square_on) @ self._square_in_tile
+        tile_minutes = (square_minutes * square_on) @ self._square_in_tile + (c3 - c2)
         tile_minutes[:, current_tile] -= c3 - c2
         tile_on = (tile_gain > 0) & (tile_gain - price * tile_minutes > -_EPS)
         return (tile_minutes * tile_on).sum(axis=1)
