@@ -17,8 +17,8 @@ import pandas as pd
 
 from cryorl.agents.learned import LearnedPolicy
 from cryorl.fileio import atomic_write_text
-from cryorl.markdown import markdown_table
 from cryorl.outputs import output_folder
+from cryorl.reporting.markdown import markdown_table
 from cryorl.resources import PRETRAINED_DIR
 
 

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from cryorl.imaging import SQUARE_MAG, Defects, Magnification, Optics, lattice_points, render_square_image
-from cryorl.vision import find_holes, match_holes
+from cryorl.images.imaging import SQUARE_MAG, Defects, Magnification, Optics, lattice_points, render_square_image
+from cryorl.images.vision import find_holes, match_holes
 
 CONDITIONS = {"clean": (120.0, 0, 0), "noisy": (20.0, 0, 0), "contaminated": (120.0, 12, 2)}
 

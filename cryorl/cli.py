@@ -146,11 +146,11 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     from cryorl.agents import make_policy
     from cryorl.agents.evaluation import check_budgets
-    from cryorl.benchmark import run_benchmark
     from cryorl.human import load_human_trace, simulate_operator
-    from cryorl.markdown import markdown_table
     from cryorl.outputs import check_output_folder, output_folder
-    from cryorl.report import write_report
+    from cryorl.reporting.benchmark import run_benchmark
+    from cryorl.reporting.markdown import markdown_table
+    from cryorl.reporting.report import write_report
 
     _once(args.agents, "--agents")
     budgets, episodes = check_budgets(args.budgets), _episodes(args.episodes)
@@ -193,10 +193,10 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from cryorl.images.synth_session import simulate_session
     from cryorl.outputs import output_folder
     from cryorl.presets import load_preset
     from cryorl.synth import GridSpec
-    from cryorl.synth_session import simulate_session
 
     grid = (load_preset(args.preset).get("grid") or {}) if args.preset else {}
     if args.holes is not None:                        # the preset's shape (if any) scaled to this many holes
@@ -211,7 +211,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _holes(args: argparse.Namespace) -> int:
-    from cryorl.atlas_images import atlas_from_images
+    from cryorl.images.session_holes import atlas_from_images
     from cryorl.outputs import check_output_file
 
     check_output_file(args.out, overwrite=args.overwrite)
@@ -225,7 +225,7 @@ def _holes(args: argparse.Namespace) -> int:
 
 
 def _look(args: argparse.Namespace) -> int:
-    from cryorl.look import look_at_session
+    from cryorl.images.look import look_at_session
     from cryorl.outputs import output_folder
 
     target = args.out if args.out is not None else args.dir / "look"
@@ -363,7 +363,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from cryorl import __version__
-    from cryorl.benchmark import DEFAULT_AGENTS, PUBLISHED
+    from cryorl.reporting.benchmark import DEFAULT_AGENTS, PUBLISHED
 
     parser = _Parser(prog="cryorl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cryorl {__version__}")

@@ -13,10 +13,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from cryorl.imaging import Magnification
-from cryorl.look import look_at_session
+from cryorl.images.imaging import Magnification
+from cryorl.images.look import look_at_session
+from cryorl.images.synth_session import simulate_session
 from cryorl.synth import GridSpec
-from cryorl.synth_session import simulate_session
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_SPEC = GridSpec(n_holes=30, n_patches=4, n_squares=2, n_tiles=1, min_holes_per_patch=5,

@@ -160,7 +160,7 @@ def test_baselines_scale_to_large_grids():
 
 
 def test_markdown_table():
-    from cryorl.markdown import markdown_table
+    from cryorl.reporting.markdown import markdown_table
 
     frame = pd.DataFrame({"agent": ["a", "b"], "good": [1.25, np.nan]}).set_index("agent")
     assert markdown_table(frame).splitlines() == ["| agent | good |", "|---|---|", "| a | 1.2 |", "| b |  |"]

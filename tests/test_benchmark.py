@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from cryorl import simulate_atlas
-from cryorl.benchmark import _compare, run_benchmark
 from cryorl.cli import main
 from cryorl.human import simulate_operator
-from cryorl.report import FIGURES, write_report
+from cryorl.reporting.benchmark import _compare, run_benchmark
+from cryorl.reporting.report import FIGURES, write_report
 from cryorl.synth import GridSpec
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from cryorl import load_cryorl_dataset, simulate_atlas
-from cryorl.atlas_images import atlas_from_images
 from cryorl.cli import main
-from cryorl.imaging import Defects, Magnification, Optics, lattice_points, render_square_image
-from cryorl.mrc import MrcError, read_mrc, write_mrc
+from cryorl.images.imaging import Defects, Magnification, Optics, lattice_points, render_square_image
+from cryorl.images.mrc import MrcError, read_mrc, write_mrc
+from cryorl.images.session_holes import atlas_from_images
+from cryorl.images.synth_session import simulate_session
+from cryorl.images.vision import find_holes, match_holes
 from cryorl.synth import GridSpec
-from cryorl.synth_session import simulate_session
-from cryorl.vision import find_holes, match_holes
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data_samples" / "session"
 TINY = GridSpec(n_holes=24, n_patches=3, n_squares=2, n_tiles=1, min_holes_per_patch=5, max_holes_per_patch=9)
@@ -153,7 +153,7 @@ def test_simulation_is_deterministic_by_seed(tmp_path, tiny_session):
 
 
 def test_interrupted_simulation_leaves_no_half_written_file(tmp_path, monkeypatch):
-    import cryorl.synth_session as synth_session
+    import cryorl.images.synth_session as synth_session
 
     calls = {"n": 0}
     real = synth_session.render_patch_image

@@ -177,7 +177,7 @@ def test_environment_plans_from_perception(trained, tmp_path):
 
 
 def test_cli_perception_on_a_session(tmp_path, capsys):
-    from cryorl.synth_session import simulate_session
+    from cryorl.images.synth_session import simulate_session
 
     session = simulate_session(tmp_path / "s", seed=3, spec=GridSpec(n_holes=60, n_patches=5, n_squares=2,
                                                                        n_tiles=1), crops=True, progress=False)

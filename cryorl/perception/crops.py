@@ -1,7 +1,7 @@
 """Hole crops for perception: rendered from the sample model (fast, any number), or read from a session folder.
 
 ``render_hole_crops`` draws 150 × 150 hole-magnification crops (20 nm/pixel) centred on each hole with the same
-image physics as :mod:`cryorl.imaging` — Beer–Lambert transmission of the hole's ice, its neighbours on the
+image physics as :mod:`cryorl.images.imaging` — Beer–Lambert transmission of the hole's ice, its neighbours on the
 lattice, the carbon film with its texture and the holes' carbon lips, ice-crystal contamination on holes whose CTF
 fit failed, Poisson shot noise — vectorized over crops.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from cryorl.imaging import CROP_SIZE, Optics, lattice_points, splat_holes
+from cryorl.images.imaging import CROP_SIZE, Optics, lattice_points, splat_holes
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
 __all__ = ["render_hole_crops", "crops_for_table", "simulated_crop_dataset", "load_session_crops", "movie_frames",
@@ -98,7 +98,7 @@ def movie_frames(crops: np.ndarray, frames: int, rng: np.random.Generator) -> np
 def load_session_crops(directory: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """Hole names and crops from a session's ``crops/<patch>.mrc`` stacks (frame k = exposure k + 1), in the
     order of the stacks' file names."""
-    from cryorl.mrc import read_mrc
+    from cryorl.images.mrc import read_mrc
 
     folder = Path(directory) / "crops"
     stacks = sorted(folder.glob("*.mrc"))

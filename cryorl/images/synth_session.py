@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from cryorl.fileio import atomic_path, atomic_write_text
-from cryorl.imaging import (
+from cryorl.images.imaging import (
     ATLAS_MAG,
     PATCH_MAG,
     SQUARE_MAG,
@@ -48,8 +48,8 @@ from cryorl.imaging import (
     render_square_image,
     transmission,
 )
+from cryorl.images.mrc import write_mrc
 from cryorl.loaders import TIMESTAMPS_FILE, dataset_file
-from cryorl.mrc import write_mrc
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
 __all__ = ["simulate_session", "session_layout", "TILE_CELLS"]

@@ -4,7 +4,7 @@
 under the same cost model (one episode per budget: a trace starts at its own first hole), puts the traces on
 their own clock, and derives the comparison tables: where each agent ranks among the human traces (percentile),
 its share of the oracle's good exposures, and the Jaccard overlap of its holes with each human's.
-:func:`cryorl.report.write_report` turns the result into a report folder.
+:func:`cryorl.reporting.report.write_report` turns the result into a report folder.
 """
 from __future__ import annotations
 

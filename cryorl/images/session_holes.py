@@ -1,7 +1,7 @@
 """An Atlas from a session's images: holes found in every patch image, the hierarchy from Leginon file names.
 
 Patch (hole-magnification) images named like ``<tile>_00003sq_v01_00002hl_v01.mrc`` are searched for holes with
-:func:`cryorl.vision.find_holes`. With a CTF table (the CryoRL CSV: hole name, x and y in patch-image pixels from
+:func:`cryorl.images.vision.find_holes`. With a CTF table (the CryoRL CSV: hole name, x and y in patch-image pixels from
 the image centre, CTFMaxRes, confidence), each of its holes is matched to the found hole nearest its position in
 its patch image; without one, every found hole becomes a hole of the atlas, named in reading order. Each hole gets
 its image brightness and — when the dose is known (``session.json`` of a simulated session, or ``dose=``) — an ice
@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from cryorl.atlas import Atlas
+from cryorl.images.mrc import read_mrc
+from cryorl.images.vision import find_holes
 from cryorl.leginon import parse_exposure_names
 from cryorl.loaders import DataFileError, read_ctf_csv, read_predictions
-from cryorl.mrc import read_mrc
 from cryorl.synth import ctf_from_thickness
-from cryorl.vision import find_holes
 
 __all__ = ["atlas_from_images", "find_patch_holes", "patch_images", "PATCH_IMAGE"]
 

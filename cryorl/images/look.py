@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryorl.mrc import MrcError, read_mrc
-from cryorl.plots import new_figure, save_figure
-from cryorl.vision import find_holes
+from cryorl.images.mrc import MrcError, read_mrc
+from cryorl.images.vision import find_holes
+from cryorl.reporting.plots import new_figure, save_figure
 
 __all__ = ["look_at_session", "plot_atlas", "plot_square_holes", "plot_crops", "add_scale_bar", "LOOK_DPI"]
 
@@ -137,8 +137,8 @@ def plot_crops(directory: Path, n: int = 48, axes=None):
     """Up to ``n`` hole crops (``crops/`` stacks, or cut from the patch images) on one brightness scale, titled with
     their measured CTFMaxRes and each with a scale bar, on ``axes`` (one per crop; a new figure when None); returns
     the axes."""
-    from cryorl.atlas_images import find_patch_holes, patch_images
-    from cryorl.imaging import cut_crops
+    from cryorl.images.imaging import cut_crops
+    from cryorl.images.session_holes import find_patch_holes, patch_images
 
     ctf = _ctf_table(directory)
     crops, labels, pixels = [], [], []
