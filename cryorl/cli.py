@@ -242,6 +242,7 @@ def _perception_data(args: argparse.Namespace, seeds: list[int] | None, labelled
     import numpy as np
 
     if args.data is not None:
+        from cryorl.images.synth_session import CROPS_DIR
         from cryorl.loaders import ctf_tables, read_ctf_csv
         from cryorl.perception.crops import load_session_crops
 
@@ -254,7 +255,7 @@ def _perception_data(args: argparse.Namespace, seeds: list[int] | None, labelled
         labelled = np.isfinite(values)
         if not labelled.all() and labelled_only:
             if not labelled.any():
-                raise ValueError(f"none of the {len(names)} crops in {args.data / 'crops'} has a row in "
+                raise ValueError(f"none of the {len(names)} crops in {args.data / CROPS_DIR} has a row in "
                                  f"{tables[0]}: nothing to train or evaluate on")
             print(f"skipping {int((~labelled).sum())} of {len(names)} crops without a CTF row in {tables[0]}",
                   file=sys.stderr)

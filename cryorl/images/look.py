@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cryorl.images.mrc import MrcError, read_mrc
+from cryorl.images.synth_session import CROPS_DIR
 from cryorl.images.vision import find_holes
 from cryorl.reporting.plots import new_figure, save_figure
 
@@ -142,7 +143,8 @@ def plot_crops(directory: Path, n: int = 48, axes=None):
 
     ctf = _ctf_table(directory)
     crops, labels, pixels = [], [], []
-    stacks = sorted((directory / "crops").glob("*.mrc")) if (directory / "crops").is_dir() else []
+    crop_dir = directory / CROPS_DIR
+    stacks = sorted(crop_dir.glob("*.mrc")) if crop_dir.is_dir() else []
     if stacks:
         for path in stacks:
             stack, pixel = _read_image(path)

@@ -52,8 +52,9 @@ from cryorl.images.mrc import write_mrc
 from cryorl.loaders import TIMESTAMPS_FILE, dataset_file
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
-__all__ = ["simulate_session", "session_layout", "TILE_CELLS"]
+__all__ = ["simulate_session", "session_layout", "square_stage_centres", "TILE_CELLS", "CROPS_DIR"]
 
+CROPS_DIR = "crops"            # a session's hole crops: CROPS_DIR/<patch>.mrc, one image per targeted hole
 TILE_CELLS = 4                 # an atlas tile shows 4 × 4 mesh cells
 BLOCK = 5                      # a patch is at most 5 × 5 lattice positions
 
@@ -181,7 +182,7 @@ def simulate_session(out: str | os.PathLike, seed: int = 0, spec: GridSpec | Non
             if crops:
                 h, w = patch_mag.shape
                 stack = cut_crops(image, px + np.array([(w - 1) / 2, (h - 1) / 2]))
-                write_mrc(out / "crops" / f"{patch}.mrc", stack, patch_mag.pixel_angstrom)
+                write_mrc(out / CROPS_DIR / f"{patch}.mrc", stack, patch_mag.pixel_angstrom)
     for tile, cells in layout["tiles"].items():
         write_mrc(out / "atlas" / f"{tile}.mrc", render_atlas_tile(cells, rng, optics, ATLAS_MAG),
                   ATLAS_MAG.pixel_angstrom)

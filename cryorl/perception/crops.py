@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import ndimage
 
 from cryorl.images.imaging import CROP_SIZE, Optics, lattice_points, splat_holes
+from cryorl.images.synth_session import CROPS_DIR
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
 __all__ = ["render_hole_crops", "crops_for_table", "simulated_crop_dataset", "load_session_crops", "movie_frames",
@@ -100,7 +101,7 @@ def load_session_crops(directory: str | os.PathLike) -> tuple[list[str], np.ndar
     order of the stacks' file names."""
     from cryorl.images.mrc import read_mrc
 
-    folder = Path(directory) / "crops"
+    folder = Path(directory) / CROPS_DIR
     stacks = sorted(folder.glob("*.mrc"))
     if not stacks:
         raise FileNotFoundError(f"no hole crops (crops/*.mrc) in {directory}; `cryorl simulate --crops` writes them")
