@@ -268,6 +268,14 @@ def _perception_data(args: argparse.Namespace, seeds: list[int] | None, labelled
     return list(table["hole"]), crops, table["true_ctf"].to_numpy()
 
 
+def _attack(args: argparse.Namespace):
+    from cryorl.perception.robust import Attack
+
+    if getattr(args, "adversarial", None) == "fgsm" or getattr(args, "method", None) == "fgsm":
+        return Attack.fgsm(args.epsilon, norm=args.norm)
+    return Attack(epsilon=args.epsilon, steps=args.attack_steps, step_size=args.step_size, norm=args.norm)
+
+
 def _perception(args: argparse.Namespace) -> int:
     import torch
 
@@ -295,12 +303,15 @@ def _perception(args: argparse.Namespace) -> int:
         else:
             _, val_crops, val_ctf = _perception_data(argparse.Namespace(data=None), args.val_grids)
         predictor = HoleQualityPredictor(args.backbone, target=args.target, input_size=args.input_size)
+        attack = _attack(args) if args.adversarial else None
         history = predictor.fit(crops, ctf, validation=(val_crops, val_ctf), epochs=args.epochs,
-                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet)
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet,
+                                adversarial=attack)
         with output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data]) as out:
             predictor.save(out, {"train": str(args.data or f"simulated grids {args.grids}"),
                                  "validation": f"a fifth of {args.data}" if args.data else
                                  f"simulated grids {args.val_grids}", "epochs": args.epochs,
+                                 "adversarial": attack.describe() if attack else None,
                                  "history": history.to_dict(orient="records")})
         print(history.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"predictor in {args.out}")
@@ -317,6 +328,16 @@ def _perception(args: argparse.Namespace) -> int:
             raise ValueError(f"no CTF table in {args.data} to evaluate against")
         for key, value in predictor.evaluate(crops, ctf, args.threshold).items():
             print(f"{key:14s} {value:.4f}" if isinstance(value, float) else f"{key:14s} {value}")
+        return 0
+    if args.perception_command == "attack":
+        import pandas as pd
+
+        if ctf is None:
+            raise ValueError(f"no CTF table in {args.data} to attack against")
+        attack = _attack(args)
+        rows = {"clean": predictor.evaluate(crops, ctf, args.threshold),
+                attack.describe(): predictor.evaluate_attacked(crops, ctf, attack, args.threshold, seed=args.seed)}
+        print(pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.4f}"))
         return 0
     from cryorl.fileio import atomic_write_text
 
@@ -483,11 +504,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_p = sub.add_parser("evaluate", help="MAE, correlation and accuracy at the threshold")
     evaluate_p.add_argument("--model", type=Path, required=True)
     evaluate_p.add_argument("--threshold", type=float, default=6.0)
+    attack_p = sub.add_parser("attack", help="MAE and accuracy on clean crops and under a PGD or FGSM attack of a "
+                                             "given budget")
+    attack_p.add_argument("--model", type=Path, required=True)
+    attack_p.add_argument("--threshold", type=float, default=6.0)
+    attack_p.add_argument("--method", choices=["pgd", "fgsm"], default="pgd")
+    attack_p.add_argument("--seed", type=int, default=0)
+    train.add_argument("--adversarial", choices=["pgd", "fgsm"], default=None,
+                       help="adversarial (min-max) training: each batch replaced by its PGD or FGSM perturbation")
+    for command in (train, attack_p):
+        command.add_argument("--epsilon", type=float, default=0.05,
+                             help="attack budget, in units of an image's standard deviation (inputs are normalised)")
+        command.add_argument("--norm", choices=["linf", "l2"], default="linf")
+        command.add_argument("--attack-steps", type=int, default=5, help="PGD steps")
+        command.add_argument("--step-size", type=float, default=None, help="PGD step (default 2.5·ε/steps)")
     predict = sub.add_parser("predict", help="write a CryoRL predictions file for a session's crops")
     predict.add_argument("--model", type=Path, required=True)
     predict.add_argument("--out", type=Path, required=True)
     predict.add_argument("--overwrite", action="store_true", help=overwrite)
-    for command, grids in ((train, [1, 2, 3, 4]), (evaluate_p, [9]), (predict, [9])):
+    for command, grids in ((train, [1, 2, 3, 4]), (evaluate_p, [9]), (attack_p, [9]), (predict, [9])):
         command.add_argument("--data", type=Path, default=None, help="a session folder with crops/ "
                                                                      "(default: simulated grids)")
         command.add_argument("--grids", type=int, nargs="+", default=grids, help="simulated grid seeds")
@@ -496,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-grids", type=int, nargs="+", default=[8],
                        help="simulated validation grid seeds (with --data: a fifth of its holes instead)")
     models.add_argument("--threads", type=int, default=1)
-    for command in (models, train, evaluate_p, predict):
+    for command in (models, train, evaluate_p, attack_p, predict):
         command.set_defaults(run=_perception)
 
     bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "

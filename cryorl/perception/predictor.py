@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from cryorl.atlas import MAX_FEATURE_CTF
 from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.perception.registry import create_model, model_entry
+from cryorl.perception.robust import Attack, perturb
 
 __all__ = ["HoleQualityPredictor", "quality_metrics", "DEFAULT_BINS"]
 
@@ -127,9 +128,12 @@ class HoleQualityPredictor:
 
     def fit(self, crops: np.ndarray, ctf: np.ndarray, *, validation: tuple[np.ndarray, np.ndarray] | None = None,
             epochs: int = 10, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
-            augment: bool = True, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+            augment: bool = True, seed: int = 0, progress: bool = True,
+            adversarial: Attack | None = None) -> pd.DataFrame:
         """Train with AdamW and a cosine schedule; with ``validation``, keep the weights of the epoch with the
-        lowest validation MAE. Returns one row per epoch (loss, validation metrics, seconds)."""
+        lowest validation MAE. ``adversarial``: min-max training, each batch replaced by its perturbation under
+        that attack (:mod:`cryorl.perception.robust`). Returns one row per epoch (loss, validation metrics,
+        seconds)."""
         from tqdm import tqdm
 
         torch.manual_seed(seed)
@@ -159,6 +163,8 @@ class HoleQualityPredictor:
                 x = x_all[index]
                 if augment:
                     x = self.augment(x, generator)
+                if adversarial is not None:
+                    x = perturb(self.model, self._loss, x, y_all[index], adversarial, generator)
                 loss = self._loss(self.model(x), y_all[index])
                 optimizer.zero_grad()
                 loss.backward()
@@ -193,6 +199,21 @@ class HoleQualityPredictor:
 
     def evaluate(self, crops: np.ndarray, ctf: np.ndarray, threshold: float = 6.0) -> dict[str, float]:
         return quality_metrics(self.predict(crops), ctf, threshold)
+
+    def evaluate_attacked(self, crops: np.ndarray, ctf: np.ndarray, attack: Attack, threshold: float = 6.0,
+                          batch_size: int = 128, seed: int = 0) -> dict[str, float]:
+        """The metrics of :meth:`evaluate` on crops perturbed by ``attack`` against their true CTFMaxRes."""
+        generator = torch.Generator().manual_seed(seed)
+        x_all = self.preprocess(crops)
+        y_all = torch.as_tensor(self.targets(ctf), dtype=torch.float32)
+        predicted = []
+        for start in range(0, len(x_all), batch_size):
+            x = perturb(self.model, self._loss, x_all[start:start + batch_size], y_all[start:start + batch_size],
+                        attack, generator)
+            with torch.no_grad():
+                self.model.eval()
+                predicted.append(self._decode(self.model(x)).numpy())
+        return quality_metrics(np.concatenate(predicted), ctf, threshold)
 
     # -- files -------------------------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike, metadata: dict | None = None) -> Path:
