@@ -276,6 +276,140 @@ def _attack(args: argparse.Namespace):
     return Attack(epsilon=args.epsilon, steps=args.attack_steps, step_size=args.step_size, norm=args.norm)
 
 
+def _perception_train(args: argparse.Namespace) -> int:
+    """``cryorl perception train``: one process or, under torchrun with --distributed, one of many (rank 0 writes)."""
+    import numpy as np
+    import torch
+
+    from cryorl.outputs import check_output_folder, output_folder
+    from cryorl.perception import distributed
+    from cryorl.perception.predictor import HoleQualityPredictor
+
+    check_output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data])
+    checkpoint = args.checkpoint or args.out.with_name(f"{args.out.name}.checkpoint.pt")
+    if checkpoint.exists() and not args.resume:
+        raise FileExistsError(f"{checkpoint} holds the checkpoint of an interrupted run: pass --resume to continue "
+                              "it, or --checkpoint to put this run's elsewhere")
+    if args.resume and not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+    if not 0.0 < args.labelled_fraction <= 1.0:
+        raise ValueError(f"--labelled-fraction must be in (0, 1], got {args.labelled_fraction:g}")
+    processes = distributed.start(args.backend) if args.distributed else distributed.current()
+    try:
+        semi = args.semi_supervised is not None
+        _, crops, ctf = _perception_data(args, args.grids, labelled_only=not semi)
+        if ctf is None:
+            raise ValueError(f"no CTF table (target_CTF_*.csv or CTF_*_by_hl.csv) in {args.data} to train on")
+        rng = np.random.default_rng(args.seed)
+        labelled = np.isfinite(ctf)
+        if args.labelled_fraction < 1.0:
+            labelled &= rng.random(len(crops)) < args.labelled_fraction
+        unlabelled = crops[~labelled] if semi else None
+        crops, ctf = crops[labelled], ctf[labelled]
+        if args.data is not None:                     # hold out a fifth of the session's measured holes
+            held = rng.random(len(crops)) < 0.2
+            crops, ctf, val_crops, val_ctf = crops[~held], ctf[~held], crops[held], ctf[held]
+        else:
+            _, val_crops, val_ctf = _perception_data(argparse.Namespace(data=None), args.val_grids)
+
+        def make_predictor() -> HoleQualityPredictor:
+            torch.manual_seed(args.seed)              # the same initial weights in every process and run
+            return HoleQualityPredictor(args.backbone, target=args.target, input_size=args.input_size)
+
+        options = {"lr_scaling": args.lr_scaling, "accumulate": args.accumulate, "compression": args.grad_compression,
+                   "warmup": args.warmup_epochs / args.epochs if args.warmup_epochs is not None else 0.15}
+        method, search = _semi_supervised(args, make_predictor, crops, ctf, unlabelled, (val_crops, val_ctf),
+                                          options) if semi else (None, None)
+        predictor = make_predictor()
+        attack = _attack(args) if args.adversarial else None
+        history = predictor.fit(crops, ctf, validation=(val_crops, val_ctf), epochs=args.epochs,
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                progress=not args.quiet and processes.main, adversarial=attack, semi=method,
+                                unlabelled=unlabelled, checkpoint=checkpoint, resume=args.resume, **options)
+        if not processes.main:
+            return 0
+        with output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data]) as out:
+            predictor.save(out, {"train": str(args.data or f"simulated grids {args.grids}"),
+                                 "labelled_crops": int(len(crops)), "labelled_fraction": args.labelled_fraction,
+                                 "validation": f"a fifth of {args.data}" if args.data else
+                                 f"simulated grids {args.val_grids}", "epochs": args.epochs,
+                                 "adversarial": attack.describe() if attack else None,
+                                 "semi_supervised": method.describe() if method else None,
+                                 "augment_policy": method.policy.to_dict() if method else None,
+                                 "processes": processes.world, "global_batch": args.batch_size,
+                                 "history": history.to_dict(orient="records")})
+            if search is not None:
+                search.to_csv(out / "policy_search.csv", index=False)
+        checkpoint.unlink(missing_ok=True)            # the run finished: its checkpoint is spent
+        print(history.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"predictor in {args.out}")
+        return 0
+    finally:
+        if args.distributed:
+            distributed.stop()
+
+
+def _semi_supervised(args: argparse.Namespace, make_predictor, crops, ctf, unlabelled, validation, options):
+    """FixMatch with the policy named by --augment-policy (default, a JSON file, or searched now)."""
+    import dataclasses
+    import json
+
+    from cryorl.perception.augment import DEFAULT_POLICY, AugmentPolicy
+    from cryorl.perception.semi import FixMatch, search_policy
+
+    if unlabelled is None or len(unlabelled) == 0:
+        raise ValueError("--semi-supervised needs unlabelled crops: a --labelled-fraction below 1, or a session "
+                         "whose CTF table lacks some holes")
+    policy, search = DEFAULT_POLICY, None
+    if args.augment_policy not in ("default", "search"):
+        path = Path(args.augment_policy)
+        try:
+            policy = AugmentPolicy.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--augment-policy {path}: no such file (or say 'default' or 'search')") from None
+        except (json.JSONDecodeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from None
+    method = FixMatch(confidence=args.confidence, weight=args.unlabelled_weight, ratio=args.unlabelled_ratio,
+                      policy=policy, temperature=args.temperature)
+    if args.augment_policy == "search":
+        policy, search = search_policy(make_predictor, crops, ctf, unlabelled, validation,
+                                       candidates=args.policy_trials, epochs=args.search_epochs, method=method,
+                                       seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                                       **{k: v for k, v in options.items() if k != "compression"})
+        method = dataclasses.replace(method, policy=policy)
+    return method, search
+
+
+def _perception_explain(args: argparse.Namespace) -> int:
+    """``cryorl perception explain``: attribution maps of the holes predicted worst, as a PNG grid."""
+    from cryorl.outputs import check_output_file
+    from cryorl.perception import explain
+    from cryorl.perception.predictor import HoleQualityPredictor
+
+    check_output_file(args.out, overwrite=args.overwrite)
+    if args.holes < 1:
+        raise ValueError(f"--holes must be at least 1, not {args.holes}")
+    predictor = HoleQualityPredictor.load(args.model)
+    causes = None
+    if args.data is None:                             # simulated grids: the cause of each hole is known
+        from cryorl.perception.crops import simulated_crop_dataset
+
+        crops, table = simulated_crop_dataset(args.grids)
+        names, truth, causes = list(table["hole"]), table["true_ctf"].to_numpy(), explain.simulated_cause(table)
+    else:
+        names, crops, truth = _perception_data(args, None, labelled_only=False)
+    predicted = predictor.predict(crops)
+    chosen = explain.select_holes(predicted, causes, per_cause=args.holes, count=args.holes)
+    methods = None if args.method == "both" else (args.method,)
+    baseline = explain.good_reference(predictor, crops) if args.baseline == "good" else "zeros"
+    explain.explanation_grid(predictor, crops[chosen], args.out, names=[names[i] for i in chosen],
+                             truth=None if truth is None else truth[chosen],
+                             causes=None if causes is None else causes[chosen], methods=methods, steps=args.steps,
+                             baseline=baseline)
+    print(f"explanations of {len(chosen)} holes in {args.out}")
+    return 0
+
+
 def _perception(args: argparse.Namespace) -> int:
     import torch
 
@@ -289,33 +423,9 @@ def _perception(args: argparse.Namespace) -> int:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         return 0
     if args.perception_command == "train":
-        import numpy as np
-
-        from cryorl.outputs import check_output_folder, output_folder
-
-        check_output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data])
-        _, crops, ctf = _perception_data(args, args.grids)
-        if ctf is None:
-            raise ValueError(f"no CTF table (target_CTF_*.csv or CTF_*_by_hl.csv) in {args.data} to train on")
-        if args.data is not None:                     # hold out a fifth of the session's holes
-            held = np.random.default_rng(args.seed).random(len(crops)) < 0.2
-            crops, ctf, val_crops, val_ctf = crops[~held], ctf[~held], crops[held], ctf[held]
-        else:
-            _, val_crops, val_ctf = _perception_data(argparse.Namespace(data=None), args.val_grids)
-        predictor = HoleQualityPredictor(args.backbone, target=args.target, input_size=args.input_size)
-        attack = _attack(args) if args.adversarial else None
-        history = predictor.fit(crops, ctf, validation=(val_crops, val_ctf), epochs=args.epochs,
-                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet,
-                                adversarial=attack)
-        with output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data]) as out:
-            predictor.save(out, {"train": str(args.data or f"simulated grids {args.grids}"),
-                                 "validation": f"a fifth of {args.data}" if args.data else
-                                 f"simulated grids {args.val_grids}", "epochs": args.epochs,
-                                 "adversarial": attack.describe() if attack else None,
-                                 "history": history.to_dict(orient="records")})
-        print(history.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"predictor in {args.out}")
-        return 0
+        return _perception_train(args)
+    if args.perception_command == "explain":
+        return _perception_explain(args)
     if args.perception_command == "predict":
         from cryorl.outputs import check_output_file
 
@@ -487,7 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--overwrite", action="store_true", help=overwrite)
     look.set_defaults(run=_look)
 
-    perception = commands.add_parser("perception", help="hole-quality models: list, train, evaluate, predict")
+    perception = commands.add_parser("perception", help="hole-quality models: list, train (adversarial, "
+                                                        "semi-supervised, distributed), evaluate, attack, explain, "
+                                                        "predict")
     sub = perception.add_subparsers(dest="perception_command", required=True)
     models = sub.add_parser("models", help="registered backbones with parameters and GMACs")
     models.add_argument("--pattern", default="*")
@@ -510,6 +622,43 @@ def build_parser() -> argparse.ArgumentParser:
     attack_p.add_argument("--threshold", type=float, default=6.0)
     attack_p.add_argument("--method", choices=["pgd", "fgsm"], default="pgd")
     attack_p.add_argument("--seed", type=int, default=0)
+    train.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], default="none",
+                       help="scale --lr with the global batch relative to 64 crops (large-batch training)")
+    train.add_argument("--warmup-epochs", type=float, default=None,
+                       help="epochs of learning-rate warm-up (default 15 %% of --epochs)")
+    train.add_argument("--accumulate", type=int, default=1,
+                       help="micro-batches per step and process (gradient accumulation); --batch-size is global")
+    train.add_argument("--checkpoint", type=Path, default=None,
+                       help="checkpoint after every epoch here (default OUT.checkpoint.pt beside --out; removed "
+                            "when the run finishes)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
+    dist_options = train.add_argument_group(
+        "distributed data-parallel training", "launch with torchrun, e.g. torchrun --standalone --nproc-per-node 2 "
+        "-m cryorl perception train --distributed ...; rank 0 validates and writes")
+    dist_options.add_argument("--distributed", action="store_true",
+                              help="join torchrun's process group: DDP, each process a share of every batch")
+    dist_options.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
+                              help="auto: NCCL with CUDA, gloo on CPU")
+    dist_options.add_argument("--grad-compression", choices=["none", "fp16", "powersgd"], default="none",
+                              help="DDP communication hook for the gradients")
+    semi_options = train.add_argument_group(
+        "semi-supervised training", "FixMatch on unlabelled crops (needs --target bins)")
+    semi_options.add_argument("--semi-supervised", choices=["fixmatch"], default=None,
+                              help="semi-supervised training: unlabelled crops pseudo-labelled by FixMatch")
+    semi_options.add_argument("--labelled-fraction", type=float, default=1.0,
+                              help="use the CTFMaxRes of only this fraction of the training crops (the rest are "
+                                   "unlabelled with --semi-supervised, left out without)")
+    semi_options.add_argument("--confidence", type=float, default=0.3,
+                              help="FixMatch's confidence threshold (the largest CTF-bin probability)")
+    semi_options.add_argument("--temperature", type=float, default=0.5,
+                              help="sharpening of the pseudo-labels (0: hard labels, FixMatch proper)")
+    semi_options.add_argument("--unlabelled-weight", type=float, default=1.0)
+    semi_options.add_argument("--unlabelled-ratio", type=int, default=3, help="unlabelled crops per labelled one")
+    semi_options.add_argument("--augment-policy", default="default",
+                              help="strong augmentation: 'default', 'search' (learned on held-out labelled holes), "
+                                   "or a policy JSON file")
+    semi_options.add_argument("--policy-trials", type=int, default=8, help="candidate policies of the search")
+    semi_options.add_argument("--search-epochs", type=int, default=1, help="epochs of the search's first round")
     train.add_argument("--adversarial", choices=["pgd", "fgsm"], default=None,
                        help="adversarial (min-max) training: each batch replaced by its PGD or FGSM perturbation")
     for command in (train, attack_p):
@@ -518,11 +667,25 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--norm", choices=["linf", "l2"], default="linf")
         command.add_argument("--attack-steps", type=int, default=5, help="PGD steps")
         command.add_argument("--step-size", type=float, default=None, help="PGD step (default 2.5·ε/steps)")
+    explain_p = sub.add_parser("explain", help="what made a hole bad: Grad-CAM and integrated-gradients maps of the "
+                                               "holes predicted worst (per cause on simulated grids), as a PNG")
+    explain_p.add_argument("--model", type=Path, required=True)
+    explain_p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    explain_p.add_argument("--holes", type=int, default=2,
+                           help="holes to show: per cause on simulated grids, in all for a session")
+    explain_p.add_argument("--method", choices=["both", "integrated_gradients", "gradcam"], default="both",
+                           help="both: Grad-CAM where the backbone has a late convolution, and integrated gradients")
+    explain_p.add_argument("--baseline", choices=["good", "flat"], default="good",
+                           help="integrated gradients from a typical good hole (what makes this one worse) or a "
+                                "flat image")
+    explain_p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps")
+    explain_p.add_argument("--overwrite", action="store_true", help=overwrite)
     predict = sub.add_parser("predict", help="write a CryoRL predictions file for a session's crops")
     predict.add_argument("--model", type=Path, required=True)
     predict.add_argument("--out", type=Path, required=True)
     predict.add_argument("--overwrite", action="store_true", help=overwrite)
-    for command, grids in ((train, [1, 2, 3, 4]), (evaluate_p, [9]), (attack_p, [9]), (predict, [9])):
+    for command, grids in ((train, [1, 2, 3, 4]), (evaluate_p, [9]), (attack_p, [9]), (explain_p, [9]),
+                           (predict, [9])):
         command.add_argument("--data", type=Path, default=None, help="a session folder with crops/ "
                                                                      "(default: simulated grids)")
         command.add_argument("--grids", type=int, nargs="+", default=grids, help="simulated grid seeds")
@@ -531,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-grids", type=int, nargs="+", default=[8],
                        help="simulated validation grid seeds (with --data: a fifth of its holes instead)")
     models.add_argument("--threads", type=int, default=1)
-    for command in (models, train, evaluate_p, attack_p, predict):
+    for command in (models, train, evaluate_p, attack_p, explain_p, predict):
         command.set_defaults(run=_perception)
 
     bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "

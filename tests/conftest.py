@@ -64,3 +64,14 @@ def make_tiny_atlas() -> Atlas:
 @pytest.fixture()
 def tiny_atlas() -> Atlas:
     return make_tiny_atlas()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (the suite runs on 2 cores), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

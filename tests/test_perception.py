@@ -17,12 +17,7 @@ FAMILIES = {"resnet": "resnet_test", "blnet": "bl_resnet_test", "crossvit": "cro
 SMALL = GridSpec(n_holes=400, n_patches=30, n_squares=5, n_tiles=3)
 
 
-@pytest.fixture(autouse=True)
-def few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_family_is_registered_with_a_cpu_and_a_test_variant():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
@@ -84,32 +83,24 @@ class HoleQualityPredictor:
         x = torch.as_tensor(crops.astype(np.float32)).unsqueeze(-3)
         axes = tuple(range(1, x.ndim))
         x = (x - x.mean(dim=axes, keepdim=True)) / (x.std(dim=axes, keepdim=True) + 1e-6)
+        return self.window(x).contiguous()
+
+    def window(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's view of (…, H, W) images: the centre input-size window, or the image resized to it."""
         size = self.config["input_size"]
         h, w = x.shape[-2:]
         if h >= size and w >= size:
             top, left = (h - size) // 2, (w - size) // 2
             x = x[..., top:top + size, left:left + size]
         if x.shape[-2:] != (size, size):
-            lead = x.shape[:-3]
+            lead = x.shape[:-2]
             x = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]), size=(size, size), mode="bilinear",
-                              align_corners=False).reshape(*lead, 1, size, size)
-        return x.contiguous()
+                              align_corners=False).reshape(*lead, size, size)
+        return x
 
     @staticmethod
     def targets(ctf: np.ndarray) -> np.ndarray:
         return np.clip(np.nan_to_num(np.asarray(ctf, np.float64), nan=MAX_FEATURE_CTF), 0.0, MAX_FEATURE_CTF)
-
-    @staticmethod
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Flips, 90° rotations, Gaussian noise and contrast changes: what a hole image may look like."""
-        n = x.shape[0]
-        per_sample = (n,) + (1,) * (x.ndim - 1)
-        flip = torch.rand(per_sample, generator=generator) < 0.5
-        x = torch.where(flip, x.flip(-1), x)
-        x = torch.rot90(x, int(torch.randint(0, 4, (1,), generator=generator)), dims=(-2, -1))
-        contrast = 1.0 + 0.1 * (2 * torch.rand(per_sample, generator=generator) - 1)
-        noise = 0.1 * torch.rand(per_sample, generator=generator) * torch.randn(x.shape, generator=generator)
-        return x * contrast + noise
 
     # -- training ----------------------------------------------------------------------------------------------
     def _loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -128,61 +119,23 @@ class HoleQualityPredictor:
 
     def fit(self, crops: np.ndarray, ctf: np.ndarray, *, validation: tuple[np.ndarray, np.ndarray] | None = None,
             epochs: int = 10, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
-            augment: bool = True, seed: int = 0, progress: bool = True,
-            adversarial: Attack | None = None) -> pd.DataFrame:
-        """Train with AdamW and a cosine schedule; with ``validation``, keep the weights of the epoch with the
+            augment: bool = True, seed: int = 0, progress: bool = True, adversarial: Attack | None = None,
+            **options) -> pd.DataFrame:
+        """Train with AdamW and a one-cycle schedule; with ``validation``, keep the weights of the epoch with the
         lowest validation MAE. ``adversarial``: min-max training, each batch replaced by its perturbation under
-        that attack (:mod:`cryorl.perception.robust`). Returns one row per epoch (loss, validation metrics,
-        seconds)."""
-        from tqdm import tqdm
+        that attack (:mod:`cryorl.perception.robust`). ``options`` go to
+        :func:`cryorl.perception.training.train`: ``lr_scaling``, ``warmup``, ``accumulate`` (of the
+        :class:`~cryorl.perception.training.Schedule`), ``semi`` and ``unlabelled`` (semi-supervised),
+        ``checkpoint``/``resume``, ``compression`` (distributed). Returns one row per epoch (loss, validation
+        metrics, seconds)."""
+        from cryorl.perception.training import Schedule, train
 
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        missing = np.isnan(np.asarray(ctf, np.float64))
-        if missing.any():
-            raise ValueError(f"{int(missing.sum())} of {missing.size} crops have no CTFMaxRes (NaN): training needs "
-                             "a measured value per crop; leave unlabelled crops out (cryorl perception train does)")
-        x_all = self.preprocess(crops)
-        y_all = torch.as_tensor(self.targets(ctf), dtype=torch.float32)
-        if len(x_all) != len(y_all):
-            raise ValueError(f"{len(x_all)} crops but {len(y_all)} CTF values")
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        steps = epochs * int(np.ceil(len(x_all) / batch_size))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1),
-                                                       pct_start=0.15)
-        history, best, best_state = [], np.inf, None
-        for epoch in range(epochs):
-            tic = time.perf_counter()
-            self.model.train()
-            order = torch.randperm(len(x_all), generator=generator)
-            losses = []
-            batches = range(0, len(order), batch_size)
-            for start in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                              disable=not progress):
-                index = order[start:start + batch_size]
-                x = x_all[index]
-                if augment:
-                    x = self.augment(x, generator)
-                if adversarial is not None:
-                    x = perturb(self.model, self._loss, x, y_all[index], adversarial, generator)
-                loss = self._loss(self.model(x), y_all[index])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                   "seconds": time.perf_counter() - tic}
-            if validation is not None:
-                metrics = self.evaluate(*validation)
-                row.update({f"val_{k}": v for k, v in metrics.items() if k != "holes"})
-                if metrics["mae"] < best:
-                    best = metrics["mae"]
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            history.append(row)
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return pd.DataFrame(history)
+        schedule_keys = {"lr_scaling", "base_batch", "warmup", "accumulate"}
+        schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                            **{k: v for k, v in options.items() if k in schedule_keys})
+        return train(self, crops, ctf, validation=validation, schedule=schedule, augment=augment, seed=seed,
+                     progress=progress, adversarial=adversarial,
+                     **{k: v for k, v in options.items() if k not in schedule_keys})
 
     # -- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -191,10 +144,12 @@ class HoleQualityPredictor:
         from tqdm import tqdm
 
         self.model.eval()
+        device = next(self.model.parameters()).device
         crops = np.asarray(crops)
         out = []
         for start in tqdm(range(0, len(crops), batch_size), desc="predicting", unit="batch", disable=not progress):
-            out.append(self._decode(self.model(self.preprocess(crops[start:start + batch_size]))))
+            output = self.model(self.preprocess(crops[start:start + batch_size]).to(device))
+            out.append(self._decode(output.cpu()))
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
     def evaluate(self, crops: np.ndarray, ctf: np.ndarray, threshold: float = 6.0) -> dict[str, float]:

@@ -45,6 +45,13 @@ class Attack:
     def step(self) -> float:
         return self.step_size if self.step_size is not None else 2.5 * self.epsilon / self.steps
 
+    def draw_start(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The random start of PGD for inputs of ``shape`` (uniform in the ℓ∞ cube of ε, projected onto the
+        ball), or None for an attack from the clean input."""
+        if not self.random_start:
+            return None
+        return _project((torch.rand(shape, generator=generator) * 2 - 1) * self.epsilon, self)
+
     def describe(self) -> str:
         kind = "FGSM" if self.steps == 1 and not self.random_start else f"PGD-{self.steps}"
         return f"{kind} {self.norm} ε={self.epsilon:g}"
@@ -61,17 +68,16 @@ def _project(delta: torch.Tensor, attack: Attack) -> torch.Tensor:
 
 
 def perturb(model: torch.nn.Module, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-            y: torch.Tensor, attack: Attack, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``x`` plus a perturbation within the attack's ball that increases ``loss(model(x + δ), y)``. The model is
-    put in eval mode while attacking (batch statistics untouched) and restored after; no gradient reaches its
-    weights."""
+            y: torch.Tensor, attack: Attack, generator: torch.Generator | None = None,
+            start: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` plus a perturbation within the attack's ball that increases ``loss(model(x + δ), y)``, from
+    ``start`` (default: :meth:`Attack.draw_start` with ``generator``). The model is put in eval mode while
+    attacking (batch statistics untouched) and restored after; no gradient reaches its weights."""
     was_training = model.training
     model.eval()
-    if attack.random_start:
-        delta = torch.rand(x.shape, generator=generator) * 2 - 1
-        delta = _project(delta * attack.epsilon, attack)
-    else:
-        delta = torch.zeros_like(x)
+    if start is None:
+        start = attack.draw_start(tuple(x.shape), generator)
+    delta = torch.zeros_like(x) if start is None else start.to(x.device)
     for _ in range(attack.steps):
         delta.requires_grad_(True)
         grad, = torch.autograd.grad(loss(model(x + delta), y), delta)
