@@ -5,7 +5,8 @@
 
 Trains the same predictor on the same simulated crops (one grid of ``--holes`` holes, seed 1) three ways:
 1 process with all ``--cores`` threads; 1 process accumulating 2 micro-batches (the single-process twin of 2
-processes); and 2 processes under torchrun (gloo, ``--cores``/2 threads each, optionally with gradient
+processes, on as many threads as each of them: a different thread count sums in a different order, and Adam
+amplifies the rounding); and 2 processes under torchrun (gloo, ``--cores``/2 threads each, optionally with gradient
 compression). Prints each run's training crops/s (rendering and start-up excluded), the largest weight difference
 between the 2-process run and its single-process twin, and their validation MAEs.
 """
@@ -49,11 +50,12 @@ def worker(args: argparse.Namespace) -> None:
     distributed.stop()
 
 
-def run(args: argparse.Namespace, folder: Path, processes: int, accumulate: int = 1, compression: str = "none"
-        ) -> dict:
+def run(args: argparse.Namespace, folder: Path, processes: int, accumulate: int = 1, compression: str = "none",
+        threads: int | None = None) -> dict:
     folder.mkdir()
+    threads = threads or max(1, args.cores // processes)
     common = [__file__, "--worker", "--out", str(folder), "--processes", str(processes), "--accumulate",
-              str(accumulate), "--compression", compression, "--threads", str(max(1, args.cores // processes)),
+              str(accumulate), "--compression", compression, "--threads", str(threads),
               "--backbone", args.backbone, "--input-size", str(args.input_size), "--holes", str(args.holes),
               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] \
@@ -84,7 +86,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         results = {"1 process": run(args, scratch / "one", 1),
-                   "1 process, 2 micro-batches": run(args, scratch / "twin", 1, accumulate=2),
+                   "1 process, 2 micro-batches": run(args, scratch / "twin", 1, accumulate=2,
+                                                     threads=max(1, args.cores // 2)),
                    "2 processes (gloo)": run(args, scratch / "two", 2),
                    "2 processes, fp16 gradients": run(args, scratch / "fp16", 2, compression="fp16"),
                    "2 processes, PowerSGD rank 2": run(args, scratch / "powersgd", 2, compression="powersgd")}

@@ -3,18 +3,20 @@ strong-augmentation policy, per fraction of labelled holes.
 
     python benchmarks/semi_supervised.py [--backbone resnet10_small] [--input-size 48] [--steps 600]
         [--fractions 0.05 0.1 0.25 1] [--train-grids 1 2] [--test-grids 9] [--search-fraction 0.1]
-        [--policy-trials 8] [--search-steps 100] [--out benchmarks/reports/semi_supervised.csv]
+        [--policy-trials 8] [--search-steps 100] [--policy JSON] [--out benchmarks/reports/semi_supervised.csv]
 
 For each fraction, that share of the training grids' holes keeps its CTFMaxRes (a seeded draw, the same for
 every method); a fifth of those is held out to pick the best epoch (and, for the search, to score policies), the
 rest train. The other holes are the unlabelled pool of FixMatch. Every run takes the same number of optimizer
 steps (``--steps``, each with a batch of 32 labelled crops) and CTF-bin targets (``target="bins"``), so only the
-unlabelled crops differ. The policy is searched once, at ``--search-fraction``, and reused at every fraction.
+unlabelled crops differ. The policy is searched once, at ``--search-fraction``, and reused at every fraction
+(``--policy '{"blur": 0.25, ...}'``: take that one instead of searching).
 Metrics are on the test grids' crops, which no run sees.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ import pandas as pd
 import torch
 
 from cryorl.fileio import atomic_path
+from cryorl.perception.augment import AugmentPolicy
 from cryorl.perception.crops import simulated_crop_dataset
 from cryorl.perception.predictor import HoleQualityPredictor
 from cryorl.perception.semi import FixMatch, search_policy
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--search-fraction", type=float, default=0.1)
     parser.add_argument("--policy-trials", type=int, default=8)
     parser.add_argument("--search-steps", type=int, default=100, help="steps of the search's first round")
+    parser.add_argument("--policy", default=None, help="a learned policy's magnitudes as JSON: skip the search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/reports/semi_supervised.csv"))
@@ -69,14 +73,19 @@ def main() -> None:
         torch.manual_seed(args.seed)
         return HoleQualityPredictor(args.backbone, target="bins", input_size=args.input_size)
 
-    train, val, pool = split(len(crops), args.search_fraction, args.seed)
-    tic = time.perf_counter()
-    learned, trials = search_policy(make_predictor, crops[train], ctf[train], crops[pool], (crops[val], ctf[val]),
-                                    candidates=args.policy_trials, epochs=epochs_for(args.search_steps, len(train)),
-                                    seed=args.seed, batch_size=BATCH)
-    search_seconds = time.perf_counter() - tic
-    print(trials.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"learned policy {learned.describe()} in {search_seconds:.0f} s\n", flush=True)
+    if args.policy is not None:
+        learned, search_seconds = AugmentPolicy.from_dict({"magnitudes": json.loads(args.policy),
+                                                           "ops_per_crop": 2}), 0.0
+    else:
+        train, val, pool = split(len(crops), args.search_fraction, args.seed)
+        tic = time.perf_counter()
+        learned, trials = search_policy(make_predictor, crops[train], ctf[train], crops[pool],
+                                        (crops[val], ctf[val]), candidates=args.policy_trials,
+                                        epochs=epochs_for(args.search_steps, len(train)), seed=args.seed,
+                                        batch_size=BATCH)
+        search_seconds = time.perf_counter() - tic
+        print(trials.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"learned policy {learned.describe()} in {search_seconds:.0f} s\n", flush=True)
 
     methods = {"supervised only": None, "FixMatch, default policy": FixMatch(),
                "FixMatch, learned policy": FixMatch(policy=learned)}

@@ -95,8 +95,10 @@ def wrap(model: torch.nn.Module, processes: Processes, compression: str = "none"
 
     if compression not in COMPRESSIONS:
         raise ValueError(f"gradient compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
+    # PowerSGD under gloo: one gradient bucket, since gloo can take several buckets' all-reduces out of order
+    one_bucket = compression == "powersgd" and dist.get_backend() == "gloo"
     ddp = DistributedDataParallel(model, device_ids=[processes.device] if processes.device.type == "cuda" else None,
-                                  broadcast_buffers=False)
+                                  forward_sync_buffers=False, bucket_cap_mb=4096 if one_bucket else None)
     if compression == "fp16":
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
