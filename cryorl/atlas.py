@@ -48,7 +48,7 @@ class Atlas:
         predicted_ctf: predicted CTFMaxRes in Å from a hole-image model (NaN everywhere when the predictions are
             classifier probabilities only).
         predicted_good: predicted probability that CTFMaxRes < 6 Å (the CryoRL classifier format), or None.
-        ctf_confidence: CTF-fit confidence (0-1) where known, else None.
+        ctf_confidence: the CTF fit's confidence (a correlation score, mostly 0-1) where known, else None.
         tile_names, square_names, patch_names: names of the hierarchy levels, indexed by id.
         position_unit: unit of ``x`` and ``y``.
         source: where the atlas came from (a path or a simulator description).

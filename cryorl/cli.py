@@ -39,10 +39,15 @@ def _data_download(args: argparse.Namespace) -> int:
 
 def _data_info(args: argparse.Namespace) -> int:
     from cryorl.gridstats import grid_statistics
-    from cryorl.loaders import load_cryorl_dataset
+    from cryorl.loaders import dataset_files, load_cryorl_dataset, read_ctf_csv
+
+    def atlas_skipped(folder, split, era):
+        return read_ctf_csv(dataset_files(folder, split, era)["ctf"]).attrs.get("skipped", {})
 
     atlas = load_cryorl_dataset(args.dir, args.split, era=args.era)
     print(atlas)
+    for reason, count in atlas_skipped(args.dir, args.split, args.era).items():
+        print(f"skipped {count} rows: {reason}")
     for key, value in grid_statistics(atlas, args.threshold).items():
         print(f"{key:45s} {value:10.3f}" if isinstance(value, float) else f"{key:45s} {value:10d}")
     return 0

@@ -16,12 +16,20 @@ import re
 
 import pandas as pd
 
-__all__ = ["LEGINON_EXPOSURE", "parse_exposure_names", "exposure_name"]
+__all__ = ["LEGINON_EXPOSURE", "LEGINON_TARGET", "parse_exposure_names", "is_target_name", "exposure_name"]
 
 LEGINON_EXPOSURE = re.compile(
     r"^(?P<tile>.+?_\d+gr)_(?P<square>\d+sq)(?P<square_version>_v\d+)?_(?P<patch>\d+hl)(?P<patch_version>_v\d+)?"
     r"_(?P<exposure>\d+en(?:-[A-Za-z0-9]+)?)$"
 )
+
+LEGINON_TARGET = re.compile(r"^.+?_\d+gr(?:_\d+sq(?:_v\d+)?(?:_\d+hl(?:_v\d+)?)?)?$")
+"""The name of an atlas tile (``…00019gr``), square (``…00023sq_v01``) or patch (``…00006hl_v01``) image."""
+
+
+def is_target_name(names: pd.Series) -> pd.Series:
+    """Which names are atlas tile, square or patch images rather than exposures (whole-session files list both)."""
+    return names.astype(str).str.match(LEGINON_TARGET)
 
 
 def parse_exposure_names(names: pd.Series) -> tuple[pd.DataFrame, pd.Series]:

@@ -1,6 +1,10 @@
 """Loaders for the CryoRL/Leginon file format (as published with the CryoRL papers).
 
-- CTF CSV, no header: ``name, x, y, ctf_max_res, confidence`` — one row per hole exposure.
+- CTF CSV, no header: ``name, x, y, ctf_max_res, confidence`` — one row per hole exposure. ``confidence`` is the
+  CTF fit's correlation score: mostly 0-1, but unbounded (the published val split holds -0.016). Whole-session
+  files also list the atlas tiles, squares and patches and the raw ``…en`` exposures beside their aligned ``…en-a``
+  copies, with -1 for CTFMaxRes and confidence where there is no CTF estimate: such rows carry no hole exposure and
+  are skipped and counted (``frame.attrs["skipped"]``).
 - Predictions TXT, space separated, no header: ``name predicted_ctf_max_res`` (regressor), or
   ``name p_lt_6A p_ge_6A`` (the earlier two-class classifier).
 - ``timestamps.csv``, no header: ``name, acquisition time`` for tiles, squares, patches and exposures.
@@ -18,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
-from cryorl.leginon import parse_exposure_names
+from cryorl.leginon import is_target_name, parse_exposure_names
 
 __all__ = [
     "DataFileError", "read_ctf_csv", "read_predictions", "read_timestamps", "load_cryorl_dataset",
@@ -26,8 +30,11 @@ __all__ = [
 ]
 
 CTF_COLUMNS = ["name", "x", "y", "ctf_max_res", "confidence"]
-CONFIDENCE_RANGE = (-0.01, 1.01)
-"""Accepted CTF-fit confidences: a 0-1 score, with room for the published files' rounding (-0.004)."""
+NO_ESTIMATE_CTF = -1.0
+"""CTFMaxRes written on the rows of the published whole-session files that have no CTF estimate."""
+SKIPPED_NOT_EXPOSURE = "not an exposure (atlas tile, square or patch row)"
+SKIPPED_NO_ESTIMATE = "no CTF estimate (CTFMaxRes -1)"
+SKIPPED_RAW_COPY = "raw exposure beside its aligned copy"
 MissingPolicy = Literal["error", "drop", "worst"]
 
 DATASET_FILES = {
@@ -112,8 +119,11 @@ def _check_unique(names: pd.Series, path: Path, what: str = "name") -> None:
 def read_ctf_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CryoRL CTF CSV (no header): ``name, x, y, ctf_max_res, confidence``.
 
-    Returns a DataFrame with those columns (index = file line). CTF-fit failures (≥ 100 Å, including the 100000
-    sentinel) are kept as they are; the Atlas treats them as bad holes.
+    Returns a DataFrame of the hole exposures with those columns (index = file line). CTF-fit failures (≥ 100 Å,
+    including the 100000 sentinel) are kept as they are; the Atlas treats them as bad holes. Rows that carry no hole
+    exposure are skipped, and ``frame.attrs["skipped"]`` counts them by reason: atlas tile, square and patch rows,
+    rows without a CTF estimate (CTFMaxRes -1), and raw ``…en`` exposures whose aligned ``…en-a`` copy is listed too.
+    The confidence is kept whatever its value (a correlation score, not a probability).
     """
     path = Path(path)
     raw = _read_text_table(path, ",", "CTF table")
@@ -129,28 +139,51 @@ def read_ctf_csv(path: str | os.PathLike) -> pd.DataFrame:
     out = pd.DataFrame({"name": names}, index=raw.index)
     for column in CTF_COLUMNS[1:]:
         out[column] = _numeric(raw, column, path)
-    _check_plausible(out, path)
-    return out
+    target = is_target_name(names).to_numpy()
+    no_estimate = ~target & (out["ctf_max_res"] == NO_ESTIMATE_CTF).to_numpy()
+    exposures = out[~target & ~no_estimate]
+    raw_copy = _raw_copies(exposures["name"])
+    skipped = {SKIPPED_NOT_EXPOSURE: int(target.sum()), SKIPPED_NO_ESTIMATE: int(no_estimate.sum()),
+               SKIPPED_RAW_COPY: int(raw_copy.sum())}
+    exposures = exposures[~raw_copy]
+    if exposures.empty:
+        raise DataFileError(path, f"no hole exposure with a CTF estimate among its {len(out)} rows "
+                                  f"({_describe_skipped(skipped)})")
+    _check_plausible(exposures, path)
+    exposures.attrs["skipped"] = {reason: n for reason, n in skipped.items() if n}
+    return exposures
+
+
+def _raw_copies(names: pd.Series) -> np.ndarray:
+    """Rows naming a raw exposure (``…en``) whose aligned copy (``…en-a``, any variant) is listed too."""
+    is_raw = names.str.endswith("en").to_numpy()
+    if not is_raw.any():
+        return is_raw
+    stems = names.str.replace(r"-[A-Za-z0-9]+$", "", regex=True)
+    aligned = set(stems[~is_raw & (stems != names)])
+    return is_raw & names.isin(aligned).to_numpy()
+
+
+def _describe_skipped(skipped: dict[str, int]) -> str:
+    text = ", ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
+    return text or "nothing skipped"
 
 
 def _check_plausible(table: pd.DataFrame, path: Path) -> None:
-    """CTFMaxRes must be a positive resolution and the fit confidence a score in [0, 1] (the published files have
-    rounding down to -0.004): a table with the two columns swapped would otherwise load as "every hole good"."""
+    """CTFMaxRes must be a positive resolution, and columns 4 and 5 must not be swapped: judged on the majority of
+    rows (a fit confidence is a correlation, mostly ≤ 1; a CTFMaxRes is a few Å), since a table with the two columns
+    swapped would otherwise load as "every hole good"."""
     ctf, confidence = table["ctf_max_res"], table["confidence"]
-    low, high = CONFIDENCE_RANGE
-    outside = (confidence < low) | (confidence > high) | ~np.isfinite(confidence)
-    if outside.any():
-        line = int(outside.idxmax())
-        swapped = (confidence > high).mean() > 0.5 and (ctf <= high).mean() > 0.5
-        hint = ("; most confidences look like CTFMaxRes values and most CTFMaxRes like confidences: are columns 4 "
-                "and 5 swapped? (expected name, x, y, ctf_max_res, confidence)" if swapped else
-                "; expected name, x, y, ctf_max_res (Å), confidence (0-1)")
-        raise DataFileError(path, f"CTF fit confidence {float(confidence.loc[line]):g} is outside [0, 1]{hint}", line)
+    if (confidence > 1.5).mean() > 0.5 and (ctf.abs() <= 1.5).mean() > 0.5:
+        line = int(table.index[0])
+        raise DataFileError(path, f"most confidences look like CTFMaxRes values (here {float(confidence.loc[line]):g})"
+                                  " and most CTFMaxRes values like fit confidences: are columns 4 and 5 swapped? "
+                                  "(expected name, x, y, ctf_max_res in Å, confidence)", line)
     bad = ~(ctf > 0) | ~np.isfinite(ctf)
     if bad.any():
         line = int(bad.idxmax())
         raise DataFileError(path, f"CTFMaxRes {float(ctf.loc[line]):g} Å is not a positive resolution (failed fits are "
-                                  "written as 100000, not 0 or a negative number)", line)
+                                  "written as 100000, rows without an estimate as -1)", line)
 
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:

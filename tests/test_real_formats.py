@@ -9,7 +9,7 @@ import pytest
 
 from cryorl import CryoEMEnv, load_cryorl_dataset
 from cryorl.cli import main
-from cryorl.loaders import DataFileError
+from cryorl.loaders import DataFileError, read_ctf_csv
 
 CTF = "target_CTF_Y1_train.csv"
 PREDICTIONS = "Y1_2_regress_8bit_res50_train_by_hl.txt"
@@ -63,9 +63,79 @@ def test_swapped_ctf_and_confidence_columns_are_refused(aldolase_dir, tmp_path):
     table = pd.read_csv(split / CTF, header=None)
     table[[3, 4]] = table[[4, 3]].to_numpy()
     table.to_csv(split / CTF, header=False, index=False)
-    with pytest.raises(DataFileError, match=r"target_CTF_Y1_train.csv:1: CTF fit confidence 12.9204 is outside "
-                                            r"\[0, 1\]; .* are columns 4 and 5 swapped"):
+    with pytest.raises(DataFileError, match=r"target_CTF_Y1_train.csv:1: most confidences look like CTFMaxRes "
+                                            r"values \(here 12.9204\) .* are columns 4 and 5 swapped"):
         load_cryorl_dataset(split, "train")
+
+
+def make_whole_session_variant(aldolase_dir, dest, *, name=CTF):
+    """The training split as the published whole-session and val files look: confidences below 0 (down to -0.02) and
+    above 1, -1 placeholder rows for the atlas tiles, squares and patches, and a raw ``…en`` exposure (-1, no CTF
+    estimate) beside every aligned ``…en-a`` copy; the hole rows keep their values."""
+    dest.mkdir()
+    shutil.copy(aldolase_dir / PREDICTIONS, dest / PREDICTIONS)
+    shutil.copy(aldolase_dir / "timestamps.csv", dest / "timestamps.csv")
+    ctf = pd.read_csv(aldolase_dir / CTF, header=None)
+    ctf.loc[::40, 4] = -0.016                                 # as on line 998 of the val split
+    ctf.loc[7, 4] = -0.02
+    ctf.loc[9, 4] = 1.004
+    stamps = pd.read_csv(aldolase_dir / "timestamps.csv", header=None)[0]
+    targets = stamps[~stamps.str.contains("en")]
+    rows = [ctf]
+    rows.append(pd.DataFrame({0: targets, 1: 0.0, 2: 0.0, 3: -1, 4: -1}))
+    rows.append(pd.DataFrame({0: ctf[0].str.replace(r"-a$", "", regex=True), 1: ctf[1], 2: ctf[2], 3: -1, 4: -1}))
+    whole = pd.concat(rows, ignore_index=True).sample(frac=1.0, random_state=0)  # interleaved, as in the file
+    whole.to_csv(dest / name, header=False, index=False)
+    return dest, ctf, len(targets)
+
+
+def test_negative_confidences_and_placeholder_rows_load(aldolase_dir, tmp_path, aldolase, capsys):
+    data, ctf, n_targets = make_whole_session_variant(aldolase_dir, tmp_path / "whole")
+    table = read_ctf_csv(data / CTF)
+    assert len(table) == 1197
+    assert table.attrs["skipped"] == {"not an exposure (atlas tile, square or patch row)": n_targets,
+                                      "no CTF estimate (CTFMaxRes -1)": 1197}
+    assert table["confidence"].min() == pytest.approx(-0.02) and table["confidence"].max() > 1
+    atlas = load_cryorl_dataset(data, "train")
+    holes = lambda a: a.to_frame().drop(columns="ctf_confidence").set_index("hole").sort_index()   # noqa: E731
+    assert holes(atlas).equals(holes(aldolase))      # the same holes, hierarchy and values (file order differs)
+    assert main(["data", "info", str(data), "--split", "train"]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped {n_targets} rows: not an exposure" in printed and "skipped 1197 rows: no CTF estimate" in printed
+
+
+def test_raw_exposure_with_its_own_estimate_beside_the_aligned_copy(aldolase_dir, tmp_path):
+    split = _copy_split(aldolase_dir, tmp_path / "split")
+    ctf = pd.read_csv(split / CTF, header=None)
+    raw = ctf.iloc[:5].copy()
+    raw[0] = raw[0].str.replace(r"-a$", "", regex=True)
+    pd.concat([ctf, raw]).to_csv(split / CTF, header=False, index=False)
+    table = read_ctf_csv(split / CTF)
+    assert len(table) == 1197 and table.attrs["skipped"] == {"raw exposure beside its aligned copy": 5}
+    assert table["name"].str.endswith("-a").all()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", r"CTFMaxRes 0 Å is not a positive resolution"),
+    ("-3", r"CTFMaxRes -3 Å is not a positive resolution"),
+    ("inf", r"CTFMaxRes inf Å is not a positive resolution"),
+])
+def test_a_ctf_that_is_not_a_resolution_is_refused(aldolase_dir, tmp_path, value, message):
+    split = _copy_split(aldolase_dir, tmp_path / "split")
+    lines = (split / CTF).read_text().splitlines()
+    fields = lines[12].split(",")
+    lines[12] = ",".join(fields[:3] + [value] + fields[4:])
+    (split / CTF).write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFileError, match=rf"{CTF}:13: {message}"):
+        load_cryorl_dataset(split, "train")
+
+
+def test_a_table_of_placeholders_only_is_refused(tmp_path):
+    path = tmp_path / CTF
+    path.write_text("21mar02c_grid1_00010gr,0,0,-1,-1\n21mar02c_grid1c_00019gr_00023sq_v01_00006hl_v01_00005en,0,0,-1,-1\n")
+    with pytest.raises(DataFileError, match=r"no hole exposure with a CTF estimate among its 2 rows \(1 not an "
+                                            r"exposure .*, 1 no CTF estimate"):
+        read_ctf_csv(path)
 
 
 def make_2022_layout(aldolase_dir, dest):
