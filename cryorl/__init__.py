@@ -8,6 +8,7 @@ from cryorl.agents import Evaluation, evaluate, make_policy
 from cryorl.atlas import Atlas, AtlasError
 from cryorl.costs import COST_PRESETS, CollectionCosts
 from cryorl.env import CryoEMEnv
+from cryorl.formats import Grid, load_grid
 from cryorl.human import HumanTrace, load_human_trace
 from cryorl.loaders import DataFileError, load_cryorl_dataset
 from cryorl.planning import Plan
@@ -16,7 +17,8 @@ from cryorl.synth import GridSpec, simulate_atlas
 
 __version__ = "0.2.0"
 __all__ = ["Atlas", "AtlasError", "COST_PRESETS", "CollectionCosts", "CryoEMEnv", "DataFileError", "Evaluation",
-           "GridSpec", "HumanTrace", "evaluate", "load_cryorl_dataset", "load_human_trace", "make_policy",
+           "Grid", "GridSpec", "HumanTrace", "evaluate", "load_cryorl_dataset", "load_grid", "load_human_trace",
+           "make_policy",
            "plan", "Plan", "simulate_atlas", "ENV_IDS", "__version__"]
 
 ENV_IDS = ("CryoEM-v0",)

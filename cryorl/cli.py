@@ -37,17 +37,30 @@ def _data_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(args: argparse.Namespace, path: Path | None = None, **options):
+    """The grid that ``--data`` (or ``path``) names, through :func:`cryorl.formats.load_grid`."""
+    from cryorl.formats import load_grid
+
+    return load_grid(path or args.data, getattr(args, "split", None), era=getattr(args, "era", None), **options)
+
+
 def _data_info(args: argparse.Namespace) -> int:
+    from cryorl.formats import find_format
     from cryorl.gridstats import grid_statistics
-    from cryorl.loaders import dataset_files, load_cryorl_dataset, read_ctf_csv
 
-    def atlas_skipped(folder, split, era):
-        return read_ctf_csv(dataset_files(folder, split, era)["ctf"]).attrs.get("skipped", {})
-
-    atlas = load_cryorl_dataset(args.dir, args.split, era=args.era)
+    fmt = find_format(args.dir)
+    present = fmt.splits(args.dir.expanduser())
+    grid = _grid(args, args.dir)
+    print(f"{args.dir}: {grid.format} ({fmt.description})" + (f"; splits: {', '.join(present)}" if present else ""))
+    atlas = grid.atlas
     print(atlas)
-    for reason, count in atlas_skipped(args.dir, args.split, args.era).items():
-        print(f"skipped {count} rows: {reason}")
+    if grid.split:
+        print(f"split: {grid.split}")
+    for what, value in (("human trace", grid.trace), ("hole crops", grid.crops)):
+        print(f"{what}: {value if value is not None else 'none'}")
+    print(f"stage positions: {'yes' if grid.stage is not None else 'none'}")
+    for note in grid.notes:
+        print(note)
     for key, value in grid_statistics(atlas, args.threshold).items():
         print(f"{key:45s} {value:10.3f}" if isinstance(value, float) else f"{key:45s} {value:10d}")
     return 0
@@ -68,9 +81,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     env_kwargs = dict(costs=args.costs, threshold=args.threshold)
     if args.data is not None:
-        from cryorl.loaders import load_cryorl_dataset
-
-        env = CryoEMEnv(load_cryorl_dataset(args.data, args.split, era=args.era), **env_kwargs)
+        env = CryoEMEnv(_grid(args).atlas, **env_kwargs)
     else:
         env = CryoEMEnv(grid_seed=args.grid_seed, **env_kwargs)
     policies = [make_policy(agent, seed=args.seed) for agent in args.agent]
@@ -95,17 +106,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     import time
 
-    from cryorl.loaders import load_cryorl_dataset
     from cryorl.outputs import check_output_folder, output_folder
-    from cryorl.planning import SessionOver, make_plan, read_measured, read_stage_positions
+    from cryorl.planning import SessionOver, make_plan, read_measured
 
     inputs = [args.data] + ([args.measured] if args.measured else [])
     check_output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs)
     if args.watch and args.measured is None:
         raise ValueError("--watch needs --measured FILE (the file the session appends its exposures to)")
-    atlas = load_cryorl_dataset(args.data, args.split, era=args.era)
-    table = args.data / "holes.csv"
-    stage = read_stage_positions(table, atlas) if table.exists() else None
+    grid = _grid(args)
+    atlas, stage = grid.atlas, grid.stage
+    for note in grid.notes:
+        print(f"cryorl: {note}", file=sys.stderr)
 
     def planned(complete_lines_only: bool):
         measured = []
@@ -166,13 +177,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     traces = [load_human_trace(path) for path in args.trace]
     if args.data is not None:
-        from cryorl.loaders import dataset_files, load_cryorl_dataset
-
-        atlas = load_cryorl_dataset(args.data, args.split, era=args.era)
-        grid = f"{args.data.name} ({args.split} split)"
-        session = dataset_files(args.data, args.split, args.era).get("timestamps")
-        if not args.trace and session is not None and session.exists():
-            traces.append(load_human_trace(session, name="human operator"))
+        opened = _grid(args)
+        atlas, grid = opened.atlas, opened.label
+        if not args.trace and opened.trace is not None:
+            traces.append(load_human_trace(opened.trace, name="human operator"))
     else:
         from cryorl.synth import simulate_atlas
 
@@ -211,7 +219,7 @@ def _simulate(args: argparse.Namespace) -> int:
     with output_folder(args.out, overwrite=args.overwrite, what="simulated session") as out:
         simulate_session(out, args.seed, spec, crops=args.crops, split=args.split, progress=not args.quiet)
     print(f"simulated session ({spec.n_holes} holes, seed {args.seed}) in {args.out}; "
-          f"load it with cryorl.load_cryorl_dataset({str(args.out)!r}, {args.split!r})")
+          f"load it with cryorl.load_grid({str(args.out)!r}), or give it as --data")
     return 0
 
 
@@ -247,22 +255,28 @@ def _perception_data(args: argparse.Namespace, seeds: list[int] | None, labelled
     import numpy as np
 
     if args.data is not None:
+        import pandas as pd
+
         from cryorl.images.synth_session import CROPS_DIR
-        from cryorl.loaders import ctf_tables, read_ctf_csv
+        from cryorl.loaders import available_splits
         from cryorl.perception.crops import load_session_crops
 
         names, crops = load_session_crops(args.data)
-        tables = ctf_tables(args.data)
-        if not tables:
+        if not available_splits(args.data):
             return names, crops, None
-        ctf = read_ctf_csv(tables[0]).set_index("name")["ctf_max_res"]
-        values = ctf.reindex(names).to_numpy(np.float64)
+        import warnings
+
+        with warnings.catch_warnings():              # only the CTF labels the crops: predictions do not matter
+            warnings.simplefilter("ignore")
+            atlas = _grid(args, missing_prediction="worst").atlas
+        table = atlas.source
+        values = pd.Series(atlas.true_ctf, index=atlas.names).reindex(names).to_numpy(np.float64)
         labelled = np.isfinite(values)
         if not labelled.all() and labelled_only:
             if not labelled.any():
                 raise ValueError(f"none of the {len(names)} crops in {args.data / CROPS_DIR} has a row in "
-                                 f"{tables[0]}: nothing to train or evaluate on")
-            print(f"skipping {int((~labelled).sum())} of {len(names)} crops without a CTF row in {tables[0]}",
+                                 f"{table}: nothing to train or evaluate on")
+            print(f"skipping {int((~labelled).sum())} of {len(names)} crops without a CTF row in {table}",
                   file=sys.stderr)
             names = [n for n, keep in zip(names, labelled) if keep]
             crops, values = crops[labelled], values[labelled]
@@ -520,9 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace files of the same names whose content differs from the published files")
     download.set_defaults(run=_data_download)
 
-    info = data.add_parser("info", help="hierarchy counts and quality statistics of a downloaded split")
-    info.add_argument("dir", type=Path)
-    info.add_argument("--split", default="train")
+    info = data.add_parser("info", help="what a data path holds (format, splits, trace, stage positions, crops, "
+                                        "skipped rows) and the grid's hierarchy counts and quality statistics")
+    info.add_argument("dir", type=Path, help="any path --data takes")
+    info.add_argument("--split", default=None, help="which split (default: the only one)")
     info.add_argument("--era", choices=["2023", "2022"], default=None)
     info.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")
     info.set_defaults(run=_data_info)
@@ -531,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--agent", nargs="+", required=True,
                           help="random, predict-rank, greedy-local, snowball, planner, oracle, dqn, ppo, a saved "
                                "policy folder, or human-trace:PATH")
-    evaluate.add_argument("--data", type=Path, default=None, help="a CryoRL-format folder (default: simulated grid)")
-    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--data", type=Path, default=None,
+                          help="a grid: CryoRL folder, simulated session, hole table (default: simulated grid)")
+    evaluate.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     evaluate.add_argument("--era", choices=["2023", "2022"], default=None,
                           help="2023: regressor predictions; 2022: classifier probabilities (default: detect)")
     evaluate.add_argument("--grid-seed", type=int, default=0, help="seed of the simulated grid (without --data)")
@@ -549,8 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="a policy's ordered targets for a session's time left (plan.csv, a "
                                             "SerialEM .nav or Leginon target names), re-planned as exposures come in")
-    plan.add_argument("--data", type=Path, required=True, help="the session: a CryoRL-format folder")
-    plan.add_argument("--split", default="train")
+    plan.add_argument("--data", type=Path, required=True,
+                      help="the session: a CryoRL folder, simulated session or hole table")
+    plan.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     plan.add_argument("--era", choices=["2023", "2022"], default=None,
                       help="2023: regressor predictions; 2022: classifier probabilities (default: detect)")
     plan.add_argument("--agent", default="planner", help="planner (default), greedy-local, dqn, ppo, a saved "
@@ -693,6 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
                            (predict, [9])):
         command.add_argument("--data", type=Path, default=None, help="a session folder with crops/ "
                                                                      "(default: simulated grids)")
+        command.add_argument("--split", default=None, help="the split of --data whose CTF table labels the crops "
+                                                           "(default: the only one)")
         command.add_argument("--grids", type=int, nargs="+", default=grids, help="simulated grid seeds")
         command.add_argument("--threads", type=int, default=2)
         command.add_argument("--quiet", action="store_true")
@@ -704,8 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "
                                                   "folder with report.md, tables and plots")
-    bench.add_argument("--data", type=Path, default=None, help="a CryoRL-format folder (default: simulated grid)")
-    bench.add_argument("--split", default="val")
+    bench.add_argument("--data", type=Path, default=None,
+                       help="a grid: CryoRL folder, simulated session, hole table (default: simulated grid)")
+    bench.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     bench.add_argument("--era", choices=["2023", "2022"], default=None)
     bench.add_argument("--grid-seed", type=int, default=0, help="seed of the simulated grid (without --data)")
     bench.add_argument("--agents", nargs="+", default=list(DEFAULT_AGENTS),

@@ -26,7 +26,8 @@ from cryorl.leginon import is_target_name, parse_exposure_names
 
 __all__ = [
     "DataFileError", "read_ctf_csv", "read_predictions", "read_timestamps", "load_cryorl_dataset",
-    "dataset_files", "build_atlas",
+    "dataset_files", "build_atlas", "available_splits", "read_cryorl_split", "read_predictions_files",
+    "WHOLE_SESSION",
 ]
 
 CTF_COLUMNS = ["name", "x", "y", "ctf_max_res", "confidence"]
@@ -239,23 +240,69 @@ def read_timestamps(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame({"name": names, "time": times}, index=raw.index)
 
 
-def dataset_files(data_dir: str | os.PathLike, split: str = "train", era: str | None = None) -> dict[str, Path]:
-    """The CTF, predictions and timestamps files of a downloaded split (``era`` "2023" or "2022"; None: detect)."""
+WHOLE_SESSION = "session"
+"""The split name of a release's whole-session CTF file (``target_CTF_Y1.csv``), read with every split's
+predictions."""
+WHOLE_SESSION_FILES = {"2023": "target_CTF_Y1.csv"}
+
+
+def available_splits(data_dir: str | os.PathLike, era: str | None = None) -> list[tuple[str, str]]:
+    """The ``(era, split)`` pairs whose CTF table is in ``data_dir`` (2023 first, splits by name); the whole-session
+    file is the split ``"session"``."""
+    data_dir = Path(data_dir)
+    found = []
+    for name in [era] if era else list(DATASET_FILES):
+        if name not in DATASET_FILES:
+            raise ValueError(f"unknown era {name!r}; expected one of {sorted(DATASET_FILES)}")
+        prefix, suffix = dataset_file(name, "ctf", "\0").split("\0")
+        for path in sorted(data_dir.glob(dataset_file(name, "ctf", "*"))):
+            found.append((name, path.name[len(prefix):len(path.name) - len(suffix)]))
+        whole = WHOLE_SESSION_FILES.get(name)
+        if whole and (data_dir / whole).is_file():
+            found.append((name, WHOLE_SESSION))
+    return found
+
+
+def dataset_files(data_dir: str | os.PathLike, split: str = "train", era: str | None = None) -> dict:
+    """The CTF table, predictions file(s) and timestamps of a downloaded split (``era`` "2023" or "2022"; None:
+    detect). For the whole-session split ``"session"``, ``predictions`` lists every split's predictions file."""
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"no data folder at {data_dir}; fetch the public data with "
-                                f"`cryorl data download aldolase --dest {data_dir}`")
+        raise FileNotFoundError(f"no data folder at {data_dir}")
     eras = [era] if era else list(DATASET_FILES)
     for name in eras:
         if name not in DATASET_FILES:
             raise ValueError(f"unknown era {name!r}; expected one of {sorted(DATASET_FILES)}")
         files = {kind: data_dir / dataset_file(name, kind, split) for kind in DATASET_FILES[name]}
+        if not files["ctf"].exists() and split == WHOLE_SESSION and (data_dir / WHOLE_SESSION_FILES.get(name, "\0")
+                                                                      ).is_file():
+            files = {"ctf": data_dir / WHOLE_SESSION_FILES[name],
+                     "predictions": sorted(data_dir.glob(dataset_file(name, "predictions", "*")))}
+            if not files["predictions"]:
+                raise FileNotFoundError(f"{files['ctf']}: no predictions file "
+                                        f"({dataset_file(name, 'predictions', '*')}) beside the whole-session file")
         if files["ctf"].exists():
             files["timestamps"] = data_dir / TIMESTAMPS_FILE
             return files
+    present = sorted({split for _, split in available_splits(data_dir, era)})
     looked = [str(data_dir / dataset_file(name, "ctf", split)) for name in eras]
-    raise FileNotFoundError(f"no {split!r} split in {data_dir} (looked for {', '.join(looked)}); fetch it with "
-                            f"`cryorl data download aldolase --dest {data_dir}`")
+    have = f"it holds {', '.join(map(repr, present))}" if present else "it holds no CryoRL CTF table"
+    raise FileNotFoundError(f"no {split!r} split in {data_dir} (looked for {', '.join(looked)}; {have})")
+
+
+def read_predictions_files(paths: list[Path]) -> pd.DataFrame:
+    """Predictions from several files (every split's, for the whole session); a hole predicted twice is refused."""
+    frames = [read_predictions(path).assign(_file=str(path)) for path in paths]
+    kinds = {"predicted_ctf" in frame for frame in frames}
+    if len(kinds) > 1:
+        raise DataFileError(paths[0], "the predictions files mix regressor values and classifier probabilities")
+    table = pd.concat(frames)
+    repeated = table["name"].duplicated(keep="first")
+    if repeated.any():
+        name = table["name"][repeated].iloc[0]
+        where = table.loc[table["name"] == name, "_file"].tolist()
+        raise DataFileError(where[-1], f"hole {name!r} is predicted in {where[0]} too")
+    return table.drop(columns="_file")
 
 
 def build_atlas(ctf: pd.DataFrame, predictions: pd.DataFrame, *, ctf_path: Path, predictions_path: Path,
@@ -310,16 +357,35 @@ def load_cryorl_dataset(data_dir: str | os.PathLike, split: str = "train", *, er
 
     Args:
         data_dir: folder with the published files under their original names.
-        split: "train" or "val".
+        split: "train", "val", or "session" (the whole-session file ``target_CTF_Y1.csv`` with every split's
+            predictions).
         era: "2023" (``target_CTF_Y1_*`` + regressor predictions) or "2022" (``CTF_*_by_hl`` + classifier
             probabilities); None picks whichever is present, 2023 first.
         predictions: another predictions file to use instead of the published one.
         missing_prediction: what to do with holes that have no prediction: "error" (default), "drop" them, or
             give them the "worst" prediction (20 Å, or probability 0 of being good).
+
+    The rows skipped as carrying no hole exposure are counted in ``read_cryorl_split``'s second value.
     """
+    return read_cryorl_split(data_dir, split, era=era, predictions=predictions,
+                             missing_prediction=missing_prediction)[0]
+
+
+def read_cryorl_split(data_dir: str | os.PathLike, split: str = "train", *, era: str | None = None,
+                      predictions: str | os.PathLike | None = None,
+                      missing_prediction: MissingPolicy = "error") -> tuple[Atlas, dict[str, int], dict]:
+    """:func:`load_cryorl_dataset`, also returning the skipped rows by reason and the files read."""
     files = dataset_files(data_dir, split, era)
-    pred_path = Path(predictions) if predictions is not None else files["predictions"]
     ctf = read_ctf_csv(files["ctf"])
-    preds = read_predictions(pred_path)
-    return build_atlas(ctf, preds, ctf_path=files["ctf"], predictions_path=pred_path,
-                       missing_prediction=missing_prediction)
+    if predictions is not None:
+        pred_path = Path(predictions)
+        preds = read_predictions(pred_path)
+    elif isinstance(files["predictions"], list):
+        pred_path = files["predictions"][0]
+        preds = read_predictions_files(files["predictions"])
+    else:
+        pred_path = files["predictions"]
+        preds = read_predictions(pred_path)
+    atlas = build_atlas(ctf, preds, ctf_path=files["ctf"], predictions_path=pred_path,
+                        missing_prediction=missing_prediction)
+    return atlas, dict(ctf.attrs.get("skipped", {})), files

@@ -62,17 +62,15 @@ def load_preset(preset: str | os.PathLike) -> dict[str, Any]:
     settings.pop("description", None)
     data = settings.pop("data", None)
     if data is not None:
-        from cryorl.atlas import Atlas
-        from cryorl.loaders import load_cryorl_dataset
+        from cryorl.formats import load_grid
 
         if "table" in data:
-            settings["atlas"] = Atlas.load(_resolve(data["table"], path.parent))
+            settings["atlas"] = load_grid(_resolve(data["table"], path.parent)).atlas
         else:
             options = {k: data[k] for k in ("era", "missing_prediction") if k in data}
             if "predictions" in data:
                 options["predictions"] = _resolve(data["predictions"], path.parent)
-            settings["atlas"] = load_cryorl_dataset(_resolve(data["dir"], path.parent), data.get("split", "train"),
-                                                    **options)
+            settings["atlas"] = load_grid(_resolve(data["dir"], path.parent), data.get("split"), **options).atlas
     return settings
 
 

@@ -128,7 +128,7 @@ def test_counts_are_never_doubled_and_bad_numbers_stop_before_any_work(tmp_path,
      ["evaluate", "--agent", "{d}", "--out", "{d}/out"], "config.json: not valid JSON"),
     (lambda d: d.write_text("x"), ["evaluate", "--agent", "random", "--out", "{d}"], "is a file"),
     (lambda d: None, ["evaluate", "--agent", "random", "--out", "/proc/cryorl-test/out"], "cannot write"),
-    (lambda d: None, ["evaluate", "--agent", "random", "--data", "{d}", "--out", "{d}/o"], "no data folder"),
+    (lambda d: None, ["evaluate", "--agent", "random", "--data", "{d}", "--out", "{d}/o"], "no data at"),
     (lambda d: d.mkdir(), ["benchmark", "--trace", "{d}/none.csv", "--out", "{d}/o"], "no trace file"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, setup, arguments, message):

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryorl import DataFileError, load_cryorl_dataset
+from cryorl import DataFileError, load_cryorl_dataset, load_grid
 from cryorl.loaders import read_ctf_csv, read_predictions, read_timestamps
 
 CTF = "target_CTF_Y1_train.csv"
@@ -135,11 +135,16 @@ def test_bad_timestamp(split):
         read_timestamps(split / "timestamps.csv")
 
 
-def test_missing_folder_points_to_download(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cryorl data download aldolase"):
-        load_cryorl_dataset(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match=r"no 'val' split"):
-        load_cryorl_dataset(tmp_path, "val")
+def test_missing_folder_points_to_download_into_the_cache(tmp_path, monkeypatch, split):
+    monkeypatch.setenv("CRYORL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match=r"no data at .*nowhere; fetch the public data with `cryorl data "
+                                                r"download aldolase` \(into .*cache/aldolase\)") as error:
+        load_grid(tmp_path / "nowhere")
+    assert "--dest" not in str(error.value)                 # never suggests downloading into the mistyped path
+    with pytest.raises(FileNotFoundError, match=r"no 'val' split in .*; it holds train"):
+        load_grid(split, "val")
+    with pytest.raises(FileNotFoundError, match=r"no 'val' split .*; it holds 'train'\)"):
+        load_cryorl_dataset(split, "val")
 
 
 def test_binary_file_is_refused(split):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryorl import CryoEMEnv, load_cryorl_dataset
+from cryorl import CryoEMEnv, load_cryorl_dataset, load_grid
 from cryorl.cli import main
 from cryorl.loaders import DataFileError, read_ctf_csv
 
@@ -101,7 +101,26 @@ def test_negative_confidences_and_placeholder_rows_load(aldolase_dir, tmp_path, 
     assert holes(atlas).equals(holes(aldolase))      # the same holes, hierarchy and values (file order differs)
     assert main(["data", "info", str(data), "--split", "train"]) == 0
     printed = capsys.readouterr().out
-    assert f"skipped {n_targets} rows: not an exposure" in printed and "skipped 1197 rows: no CTF estimate" in printed
+    assert f"skipped {n_targets} rows of {CTF}: not an exposure" in printed
+    assert f"skipped 1197 rows of {CTF}: no CTF estimate" in printed
+
+
+def test_the_whole_session_file_is_the_split_session(aldolase_dir, tmp_path, aldolase, capsys):
+    data, _, _ = make_whole_session_variant(aldolase_dir, tmp_path / "whole", name="target_CTF_Y1.csv")
+    val = pd.read_csv(data / PREDICTIONS, header=None, sep=" ")       # every split's predictions are read
+    val.iloc[600:].to_csv(data / "Y1_2_regress_8bit_res50_val_by_hl.txt", header=False, index=False, sep=" ")
+    val.iloc[:600].to_csv(data / PREDICTIONS, header=False, index=False, sep=" ")
+    grid = load_grid(data)                                             # the only split there
+    assert grid.split == "session" and len(grid.atlas) == 1197
+    assert np.array_equal(np.sort(grid.atlas.predicted_ctf), np.sort(aldolase.predicted_ctf))
+    shutil.copy(aldolase_dir / CTF, data / CTF)
+    with pytest.raises(ValueError, match=r"holds the splits train, session: name one with --split"):
+        load_grid(data)
+    assert main(["evaluate", "--agent", "greedy-local", "--data", str(data), "--budgets", "30", "--episodes", "1",
+                 "--out", str(tmp_path / "ev"), "--quiet"]) == 2
+    assert "name one with --split" in capsys.readouterr().err
+    assert main(["evaluate", "--agent", "greedy-local", "--data", str(data), "--split", "session", "--budgets",
+                 "30", "--episodes", "1", "--out", str(tmp_path / "ev"), "--quiet"]) == 0
 
 
 def test_raw_exposure_with_its_own_estimate_beside_the_aligned_copy(aldolase_dir, tmp_path):

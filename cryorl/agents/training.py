@@ -89,9 +89,9 @@ class OpportunityCost(gym.Wrapper):
 
 def real_part(data: dict[str, Any]) -> Atlas:
     """A real split, optionally restricted to some atlas tiles (``tiles``: indices in the split's tile order)."""
-    from cryorl.loaders import load_cryorl_dataset
+    from cryorl.formats import load_grid
 
-    atlas = load_cryorl_dataset(Path(data["dir"]).expanduser(), data.get("split", "train"))
+    atlas = load_grid(Path(data["dir"]).expanduser(), data.get("split")).atlas
     if "tiles" in data:
         tiles = [int(t) for t in data["tiles"]]
         atlas = atlas.subset(np.isin(atlas.tile, tiles), source=f"{atlas.source} tiles {tiles}")
