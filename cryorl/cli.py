@@ -28,6 +28,15 @@ def _data_download(args: argparse.Namespace) -> int:
     from cryorl.download import DownloadError, download_dataset
 
     try:
+        if args.crops:
+            from cryorl.crop_store import download_crops
+
+            if args.era != "2023":
+                raise ValueError("--crops: the published hole crops belong to the 2023 release (--era 2023)")
+            dest = download_crops(args.dest, split=args.split, base_url=args.base_url, workers=args.workers,
+                                  overwrite=args.overwrite, progress=not args.quiet)
+            print(f"hole crops in {dest}; perception commands read them with --data {dest} --split train|val")
+            return 0
         dest = download_dataset(args.name, args.dest, era=args.era, split=args.split, base_url=args.base_url,
                                 overwrite=args.overwrite)
     except DownloadError as error:
@@ -250,41 +259,12 @@ def _look(args: argparse.Namespace) -> int:
 
 
 def _perception_data(args: argparse.Namespace, seeds: list[int] | None, labelled_only: bool = True):
-    """Crops and CTFMaxRes: from a session folder (crops/ and its CTF table) or simulated grids. With
-    ``labelled_only`` the crops without a CTF row are left out (and counted on stderr)."""
-    import numpy as np
+    """Crops and CTFMaxRes: a data folder's crops labelled by its split's CTF table, or simulated grids."""
+    from cryorl.perception.data import labelled_crops, simulated_crops
 
     if args.data is not None:
-        import pandas as pd
-
-        from cryorl.images.synth_session import CROPS_DIR
-        from cryorl.loaders import available_splits
-        from cryorl.perception.crops import load_session_crops
-
-        names, crops = load_session_crops(args.data)
-        if not available_splits(args.data):
-            return names, crops, None
-        import warnings
-
-        with warnings.catch_warnings():              # only the CTF labels the crops: predictions do not matter
-            warnings.simplefilter("ignore")
-            atlas = _grid(args, missing_prediction="worst").atlas
-        table = atlas.source
-        values = pd.Series(atlas.true_ctf, index=atlas.names).reindex(names).to_numpy(np.float64)
-        labelled = np.isfinite(values)
-        if not labelled.all() and labelled_only:
-            if not labelled.any():
-                raise ValueError(f"none of the {len(names)} crops in {args.data / CROPS_DIR} has a row in "
-                                 f"{table}: nothing to train or evaluate on")
-            print(f"skipping {int((~labelled).sum())} of {len(names)} crops without a CTF row in {table}",
-                  file=sys.stderr)
-            names = [n for n, keep in zip(names, labelled) if keep]
-            crops, values = crops[labelled], values[labelled]
-        return names, crops, values
-    from cryorl.perception.crops import simulated_crop_dataset
-
-    crops, table = simulated_crop_dataset(seeds)
-    return list(table["hole"]), crops, table["true_ctf"].to_numpy()
+        return labelled_crops(args.data, getattr(args, "split", None), labelled_only=labelled_only)
+    return simulated_crops(seeds)
 
 
 def _attack(args: argparse.Namespace):
@@ -303,7 +283,9 @@ def _perception_train(args: argparse.Namespace) -> int:
     from cryorl.outputs import check_output_folder, output_folder
     from cryorl.perception import distributed
     from cryorl.perception.predictor import HoleQualityPredictor
+    from cryorl.perception.recipes import RECIPES, apply_recipe
 
+    vars(args).update(apply_recipe(args.recipe, {k: getattr(args, k, None) for k in RECIPES[args.recipe]}))
     check_output_folder(args.out, overwrite=args.overwrite, what="predictor", inputs=[args.data])
     checkpoint = args.checkpoint or args.out.with_name(f"{args.out.name}.checkpoint.pt")
     if checkpoint.exists() and not args.resume:
@@ -333,10 +315,12 @@ def _perception_train(args: argparse.Namespace) -> int:
 
         def make_predictor() -> HoleQualityPredictor:
             torch.manual_seed(args.seed)              # the same initial weights in every process and run
-            return HoleQualityPredictor(args.backbone, target=args.target, input_size=args.input_size)
+            return HoleQualityPredictor(args.backbone, target=args.target, loss=args.loss,
+                                        input_size=args.input_size)
 
         options = {"lr_scaling": args.lr_scaling, "accumulate": args.accumulate, "compression": args.grad_compression,
-                   "warmup": args.warmup_epochs / args.epochs if args.warmup_epochs is not None else 0.15}
+                   "warmup": args.warmup_epochs / args.epochs if args.warmup_epochs is not None else
+                   args.warmup_fraction}
         method, search = _semi_supervised(args, make_predictor, crops, ctf, unlabelled, (val_crops, val_ctf),
                                           options) if semi else (None, None)
         predictor = make_predictor()
@@ -445,6 +429,13 @@ def _perception(args: argparse.Namespace) -> int:
         return _perception_train(args)
     if args.perception_command == "explain":
         return _perception_explain(args)
+    if args.perception_command == "score":
+        from cryorl.perception.score import score_predictions
+
+        scores = score_predictions(args.predictions, _grid(args).atlas, args.threshold)
+        for key, value in scores.items():
+            print(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")
+        return 0
     if args.perception_command == "predict":
         from cryorl.outputs import check_output_file
 
@@ -532,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", default=None, help="mirror address instead of the public repository")
     download.add_argument("--overwrite", action="store_true",
                           help="replace files of the same names whose content differs from the published files")
+    download.add_argument("--crops", action="store_true",
+                          help="the published hole crops (3,538 PNG files, 215 MB, Git LFS), checked against the "
+                               "shipped manifest; resumable")
+    download.add_argument("--workers", type=int, default=8, help="parallel downloads (--crops)")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
     download.set_defaults(run=_data_download)
 
     info = data.add_parser("info", help="what a data path holds (format, splits, trace, stage positions, crops, "
@@ -626,12 +622,16 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="registered backbones with parameters and GMACs")
     models.add_argument("--pattern", default="*")
     train = sub.add_parser("train", help="train a predictor on simulated crops (or a session's crops)")
-    train.add_argument("--backbone", default="resnet10_small")
-    train.add_argument("--target", choices=["regression", "bins"], default="regression")
-    train.add_argument("--input-size", type=int, default=96)
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--recipe", choices=["default", "papers"], default="default",
+                       help="settings to start from (papers: the CryoRL regressor's ResNet-50 recipe); each option "
+                            "given overrides its own")
+    train.add_argument("--backbone", default=None, help="registered backbone (default recipe: resnet10_small)")
+    train.add_argument("--target", choices=["regression", "bins"], default=None)
+    train.add_argument("--loss", choices=["smooth_l1", "l2"], default=None, help="regression loss")
+    train.add_argument("--input-size", type=int, default=None, help="pixels (default recipe: 96)")
+    train.add_argument("--epochs", type=int, default=None, help="default recipe: 10")
+    train.add_argument("--batch-size", type=int, default=None, help="global batch (default recipe: 64)")
+    train.add_argument("--lr", type=float, default=None, help="default recipe: 2e-3")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--overwrite", action="store_true", help=overwrite)
@@ -647,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], default="none",
                        help="scale --lr with the global batch relative to 64 crops (large-batch training)")
     train.add_argument("--warmup-epochs", type=float, default=None,
-                       help="epochs of learning-rate warm-up (default 15 %% of --epochs)")
+                       help="epochs of learning-rate warm-up (default: 15 %% of --epochs; papers recipe: 2 %%)")
     train.add_argument("--accumulate", type=int, default=1,
                        help="micro-batches per step and process (gradient accumulation); --batch-size is global")
     train.add_argument("--checkpoint", type=Path, default=None,
@@ -702,6 +702,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 "flat image")
     explain_p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps")
     explain_p.add_argument("--overwrite", action="store_true", help=overwrite)
+    score = sub.add_parser("score", help="score a predictions file against a grid's measured CTFMaxRes (the papers' "
+                                         "conventions: both clipped at 20 Å)")
+    score.add_argument("predictions", type=Path, help="CryoRL predictions file (name CTFMaxRes, or name P(good) "
+                                                      "P(bad))")
+    score.add_argument("--data", type=Path, required=True, help="the grid whose CTF table is the truth")
+    score.add_argument("--split", default=None, help="which split of --data (default: the only one)")
+    score.add_argument("--era", choices=["2023", "2022"], default=None)
+    score.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")
+    score.add_argument("--threads", type=int, default=1)
+    score.set_defaults(run=_perception)
     predict = sub.add_parser("predict", help="write a CryoRL predictions file for a session's crops")
     predict.add_argument("--model", type=Path, required=True)
     predict.add_argument("--out", type=Path, required=True)

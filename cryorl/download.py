@@ -17,7 +17,7 @@ from cryorl.fileio import atomic_path
 from cryorl.loaders import TIMESTAMPS_FILE, dataset_file
 
 __all__ = ["DATASETS", "MAX_BYTES", "RemoteFile", "cache_dir", "default_dest", "download_dataset", "sha256",
-           "DownloadError"]
+           "DownloadError", "fetch"]
 
 _REPO = "https://raw.githubusercontent.com/IBM/CryoRL-pytorch"
 MAX_BYTES = 8 << 20           # ceiling for a file of unrecorded size; every published file is well under 1 MB
@@ -98,7 +98,7 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, path: Path, limit: int, timeout: float) -> None:
+def fetch(url: str, path: Path, limit: int, timeout: float) -> None:
     """Stream ``url`` into ``path``, refusing more than ``limit`` bytes; any failure is a one-line DownloadError."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -168,7 +168,7 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
             continue
         try:
             with atomic_path(target) as tmp:
-                _fetch(url, tmp, remote.max_bytes, timeout)
+                fetch(url, tmp, remote.max_bytes, timeout)
                 digest = sha256(tmp)
                 if digest != remote.sha256:
                     kept = " (the existing file is kept)" if target.exists() else ""

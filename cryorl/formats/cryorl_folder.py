@@ -24,7 +24,6 @@ def _splits(path: Path) -> list[str]:
 
 def _load(path: Path, split: str | None, *, era: str | None = None, predictions=None,
           missing_prediction: str = "error") -> Grid:
-    from cryorl.images.synth_session import CROPS_DIR
     from cryorl.planning import PlanError, read_stage_positions
 
     atlas, skipped, files = read_cryorl_split(path, split, era=era, predictions=predictions,
@@ -38,11 +37,23 @@ def _load(path: Path, split: str | None, *, era: str | None = None, predictions=
         except PlanError as error:                 # a partial table: the grid loads, plans name holes instead
             notes.append(f"no stage positions: {error}")
     trace = path / TIMESTAMPS_FILE
-    crops = path / CROPS_DIR
     simulated = (path / "session.json").is_file()
     return Grid(atlas, path, "cryorl simulated session" if simulated else "cryorl", split,
-                trace=trace if trace.is_file() else None, stage=stage,
-                crops=crops if crops.is_dir() else None, notes=tuple(notes))
+                trace=trace if trace.is_file() else None, stage=stage, crops=crop_folder(path, split),
+                notes=tuple(notes))
+
+
+def crop_folder(path: Path, split: str) -> Path | None:
+    """Where a folder keeps its split's hole crops: ``crops/<split>/`` or the published ``<name>/<split>/``
+    (``Aldolase/train/…_crop.png``, as ``cryorl data download aldolase --crops`` writes them), one image per hole;
+    else ``crops/`` (``cryorl simulate --crops``' per-patch stacks); None where there are none."""
+    from cryorl.images.synth_session import CROPS_DIR
+    from cryorl.perception.crops import HOLE_IMAGE_SUFFIXES
+
+    for folder in [path / CROPS_DIR / split, *sorted(path.glob(f"*/{split}"))]:
+        if folder.is_dir() and any(p.suffix.lower() in HOLE_IMAGE_SUFFIXES for p in folder.iterdir()):
+            return folder
+    return path / CROPS_DIR if (path / CROPS_DIR).is_dir() else None
 
 
 CRYORL_FOLDER = register_format(GridFormat(

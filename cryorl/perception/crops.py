@@ -1,5 +1,10 @@
 """Hole crops for perception: rendered from the sample model (fast, any number), or read from a session folder.
 
+Two layouts are read (:func:`load_crops`): ``cryorl simulate``'s ``crops/<patch>.mrc`` stacks (frame k = exposure
+k + 1 of the patch), and a folder with one image per hole as the CryoRL authors published theirs
+(``<hole name>_crop.png``; also ``.tif``/``.tiff`` and single-image ``.mrc``, 8- or 16-bit or float; a name without
+the ``_crop`` suffix is the hole name itself).
+
 ``render_hole_crops`` draws 150 × 150 hole-magnification crops (20 nm/pixel) centred on each hole with the same
 image physics as :mod:`cryorl.images.imaging` — Beer–Lambert transmission of the hole's ice, its neighbours on the
 lattice, the carbon film with its texture and the holes' carbon lips, ice-crystal contamination on holes whose CTF
@@ -19,7 +24,10 @@ from cryorl.images.synth_session import CROPS_DIR
 from cryorl.synth import FIT_FAILURE_SENTINEL, GridSpec, simulate_hole_table
 
 __all__ = ["render_hole_crops", "crops_for_table", "simulated_crop_dataset", "load_session_crops", "movie_frames",
-           "CROP_PIXEL_UM"]
+           "CROP_PIXEL_UM", "load_crops", "load_crop_folder", "HOLE_IMAGE_SUFFIXES"]
+
+HOLE_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".mrc")
+"""Image files of a one-crop-per-hole folder."""
 
 CROP_PIXEL_UM = 0.02
 
@@ -112,3 +120,52 @@ def load_session_crops(directory: str | os.PathLike) -> tuple[list[str], np.ndar
         names += [f"{path.stem}_{k + 1:05d}en-a" for k in range(len(stack))]
         crops.append(stack)
     return names, np.concatenate(crops)
+
+
+def _per_hole_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in HOLE_IMAGE_SUFFIXES
+                  and (p.stem.endswith("_crop") or p.suffix.lower() != ".mrc"))
+
+
+def load_crop_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Hole names and crops from a folder of one image per hole (``<hole>_crop.png`` etc., module docstring), in
+    file-name order. Every image must be 2-D (a single-frame stack is taken as its frame) and of one shape; 8- and
+    16-bit images keep their values (the predictor normalises each crop)."""
+    from skimage.io import imread
+
+    from cryorl.images.mrc import read_mrc
+    from cryorl.loaders import DataFileError
+
+    folder = Path(folder)
+    paths = _per_hole_images(folder)
+    if not paths:
+        raise FileNotFoundError(f"no hole images ({', '.join('*_crop' + s for s in HOLE_IMAGE_SUFFIXES)}) in "
+                                f"{folder}")
+    names, images = [], []
+    for path in paths:
+        try:
+            image = read_mrc(path)[0] if path.suffix.lower() == ".mrc" else imread(path)
+        except (OSError, ValueError) as error:
+            raise DataFileError(path, f"not a readable image ({' '.join(str(error).split())[:200]})") from None
+        image = np.squeeze(np.asarray(image))
+        if image.ndim == 3 and image.shape[-1] in (3, 4):       # an RGB(A) export of a grey image
+            image = image[..., :3].mean(axis=-1)
+        if image.ndim != 2:
+            raise DataFileError(path, f"a hole crop is one 2-D image, this one has shape {image.shape}")
+        if images and image.shape != images[0].shape:
+            raise DataFileError(path, f"shape {image.shape} differs from the folder's {images[0].shape} "
+                                      f"({paths[0].name})")
+        name = path.stem[:-len("_crop")] if path.stem.endswith("_crop") else path.stem
+        names.append(name)
+        images.append(image.astype(np.float32, copy=False))
+    return names, np.stack(images)
+
+
+def load_crops(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Hole names and crops from either layout (module docstring): per-patch stacks or one image per hole."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no crop folder {folder}")
+    if _per_hole_images(folder):
+        return load_crop_folder(folder)
+    return load_session_crops(folder.parent if folder.name == CROPS_DIR else folder)
