@@ -50,10 +50,23 @@ def _grid(args: argparse.Namespace, path: Path | None = None, **options):
     """The grid that ``--data`` (or ``path``) names, through :func:`cryorl.formats.load_grid`."""
     from cryorl.formats import load_grid
 
+    options.setdefault("ctf", getattr(args, "ctf", None))
     return load_grid(path or args.data, getattr(args, "split", None), era=getattr(args, "era", None), **options)
 
 
+def _scored_grid(args: argparse.Namespace):
+    """``--data``'s grid restricted to its measured holes, for commands that score agents; notes on stderr."""
+    grid = _grid(args).measured()
+    for note in grid.notes:
+        print(f"cryorl: {note}", file=sys.stderr)
+    return grid
+
+
 def _data_info(args: argparse.Namespace) -> int:
+    import warnings
+
+    import numpy as np
+
     from cryorl.formats import find_format
     from cryorl.gridstats import grid_statistics
 
@@ -65,12 +78,25 @@ def _data_info(args: argparse.Namespace) -> int:
     print(atlas)
     if grid.split:
         print(f"split: {grid.split}")
-    for what, value in (("human trace", grid.trace), ("hole crops", grid.crops)):
-        print(f"{what}: {value if value is not None else 'none'}")
+    trace = grid.human_trace()
+    print(f"human trace: {f'{len(trace)} exposed holes from {trace.source}' if trace else 'none'}")
+    print(f"hole crops: {grid.crops if grid.crops is not None else 'none'}")
     print(f"stage positions: {'yes' if grid.stage is not None else 'none'}")
     for note in grid.notes:
         print(note)
-    for key, value in grid_statistics(atlas, args.threshold).items():
+    measured = np.isfinite(atlas.true_ctf)
+    with np.errstate(all="ignore"), warnings.catch_warnings():      # the quality of no measured hole is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = grid_statistics(atlas, args.threshold)
+    hierarchy = list(stats)[:9]                     # the counts; the rest describes the measured holes' quality
+    if not measured.any():
+        stats = {k: stats[k] for k in hierarchy}
+        print("no hole has a measured CTFMaxRes: give the CTF results (--ctf) for quality statistics")
+    elif not measured.all():
+        quality = grid_statistics(atlas.subset(measured), args.threshold)
+        stats = {**{k: stats[k] for k in hierarchy}, **{k: v for k, v in quality.items() if k not in hierarchy}}
+        print(f"quality statistics of the {int(measured.sum())} measured holes:")
+    for key, value in stats.items():
         print(f"{key:45s} {value:10.3f}" if isinstance(value, float) else f"{key:45s} {value:10d}")
     return 0
 
@@ -90,7 +116,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     env_kwargs = dict(costs=args.costs, threshold=args.threshold)
     if args.data is not None:
-        env = CryoEMEnv(_grid(args).atlas, **env_kwargs)
+        env = CryoEMEnv(_scored_grid(args).atlas, **env_kwargs)
     else:
         env = CryoEMEnv(grid_seed=args.grid_seed, **env_kwargs)
     policies = [make_policy(agent, seed=args.seed) for agent in args.agent]
@@ -186,10 +212,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     traces = [load_human_trace(path) for path in args.trace]
     if args.data is not None:
-        opened = _grid(args)
+        opened = _scored_grid(args)
         atlas, grid = opened.atlas, opened.label
         if not args.trace and opened.trace is not None:
-            traces.append(load_human_trace(opened.trace, name="human operator"))
+            traces.append(opened.human_trace("human operator"))
     else:
         from cryorl.synth import simulate_atlas
 
@@ -511,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryorl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     overwrite = "replace an existing --out as a whole (without it, a folder or file that exists is refused)"
+    CTF_HELP = "CTF results of an EPU session: a RELION STAR file (rlnCtfMaxResolution) or a CTFFIND folder"  # noqa: N806
 
     data = commands.add_parser("data", help="download and inspect real data").add_subparsers(dest="data_command",
                                                                                              required=True)
@@ -533,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = data.add_parser("info", help="what a data path holds (format, splits, trace, stage positions, crops, "
                                         "skipped rows) and the grid's hierarchy counts and quality statistics")
     info.add_argument("dir", type=Path, help="any path --data takes")
+    info.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)
     info.add_argument("--split", default=None, help="which split (default: the only one)")
     info.add_argument("--era", choices=["2023", "2022"], default=None)
     info.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")
@@ -543,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="random, predict-rank, greedy-local, snowball, planner, oracle, dqn, ppo, a saved "
                                "policy folder, or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None,
-                          help="a grid: CryoRL folder, simulated session, hole table (default: simulated grid)")
+                          help="a grid: CryoRL folder, simulated session, hole table, EPU session (default: simulated)")
+    evaluate.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)
     evaluate.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     evaluate.add_argument("--era", choices=["2023", "2022"], default=None,
                           help="2023: regressor predictions; 2022: classifier probabilities (default: detect)")
@@ -562,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="a policy's ordered targets for a session's time left (plan.csv, a "
                                             "SerialEM .nav or Leginon target names), re-planned as exposures come in")
     plan.add_argument("--data", type=Path, required=True,
-                      help="the session: a CryoRL folder, simulated session or hole table")
+                      help="the session: a CryoRL folder, simulated session, hole table or EPU session")
+    plan.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)
     plan.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     plan.add_argument("--era", choices=["2023", "2022"], default=None,
                       help="2023: regressor predictions; 2022: classifier probabilities (default: detect)")
@@ -734,7 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "
                                                   "folder with report.md, tables and plots")
     bench.add_argument("--data", type=Path, default=None,
-                       help="a grid: CryoRL folder, simulated session, hole table (default: simulated grid)")
+                       help="a grid: CryoRL folder, simulated session, hole table, EPU session (default: simulated)")
+    bench.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)
     bench.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     bench.add_argument("--era", choices=["2023", "2022"], default=None)
     bench.add_argument("--grid-seed", type=int, default=0, help="seed of the simulated grid (without --data)")

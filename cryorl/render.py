@@ -81,8 +81,9 @@ def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, p
                   threshold: float = 6.0, coordinates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                   title: str | None = None, colorbar: bool = True):
     """Draw the grid map on ``ax`` (created if None) and return it: squares as grey cells, holes coloured by
-    measured CTFMaxRes (viridis: dark = low CTFMaxRes = good), exposed holes ringed in red, the collection path
-    as a red line, the last hole as a white star. ``colorbar=False`` leaves the colour bar to the caller (one per
+    measured CTFMaxRes (viridis: dark = low CTFMaxRes = good; faded where a path is drawn and the hole was not
+    exposed), exposed holes as large dots in their own CTFMaxRes colour with a thin black edge, the collection
+    path as a black line, the last hole as a white star. ``colorbar=False`` leaves the colour bar to the caller (one per
     figure: :func:`add_ctf_colorbar`)."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
@@ -97,12 +98,13 @@ def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, p
     ctf = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
     cmap, norm = ctf_colour_scale(threshold)
     size = max(2.0, 3000.0 / max(len(atlas), 1))
-    ax.scatter(x, y, c=ctf, cmap=cmap, norm=norm, s=size, linewidths=0)
+    exposed = visited is not None and visited.any()
+    ax.scatter(x, y, c=ctf, cmap=cmap, norm=norm, s=size, linewidths=0, alpha=0.35 if exposed else 1.0)
     if path:
-        ax.plot(x[path], y[path], color="tab:red", linewidth=0.6, alpha=0.6, zorder=2)
-    if visited is not None and visited.any():           # exposed holes on top of the path, in their own colour
-        ax.scatter(x[visited], y[visited], c=ctf[visited], cmap=cmap, norm=norm, s=size * 2.5, edgecolors="tab:red",
-                   linewidths=0.6, zorder=3)
+        ax.plot(x[path], y[path], color="black", linewidth=0.6, alpha=0.7, zorder=2)
+    if exposed:                                         # exposed holes on top of the path, in their own colour
+        ax.scatter(x[visited], y[visited], c=ctf[visited], cmap=cmap, norm=norm, s=size * 4, edgecolors="black",
+                   linewidths=0.25, zorder=3)
     if path:
         ax.scatter(x[path[-1]], y[path[-1]], marker="*", s=max(size * 8, 60), color="white", edgecolors="black",
                    linewidths=0.6, zorder=4)

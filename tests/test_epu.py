@@ -11,7 +11,7 @@ import pytest
 
 from cryorl.atlas import MAX_FEATURE_CTF
 from cryorl.ctf_results import micrograph_core, read_ctffind_folder, read_relion_ctf
-from cryorl.epu import IceModel, is_epu_session, load_epu_session, relative_thickness
+from cryorl.formats.epu import IceModel, is_epu_session, load_epu_session, relative_thickness
 from cryorl.loaders import DataFileError
 
 EPU = Path(__file__).resolve().parents[2] / "shared" / "data" / "epu-apoferritin"
@@ -323,3 +323,40 @@ def test_is_epu_session(tmp_path):
     assert not is_epu_session(tmp_path) and not is_epu_session(EPU / "README.md")
     with pytest.raises(FileNotFoundError, match="no EPU session"):
         load_epu_session(tmp_path)
+
+
+def test_every_command_runs_on_the_epu_session_with_its_star_file(grid, tmp_path, capsys):
+    """plan (FoilHole ids and stage positions, .nav), evaluate and benchmark against the operator's trace, data
+    info: the shared EPU 3.7 session through load_grid, with a STAR file for its 868 micrographs."""
+    from cryorl import load_grid
+    from cryorl.cli import main
+
+    rng = np.random.default_rng(3)
+    names = grid.exposures["micrograph"].tolist()
+    star = tmp_path / "micrographs_ctf.star"
+    write_star(star, grid, dict(zip(names, np.round(rng.uniform(2.8, 12.0, len(names)), 3))), {})
+    opened = load_grid(EPU, ctf=star)
+    assert opened.format == "epu" and len(opened.atlas) == 570 and np.isfinite(opened.atlas.true_ctf).sum() == 217
+    assert len(opened.human_trace()) == 217 and opened.stage is not None
+    plan = tmp_path / "plan"
+    assert main(["plan", "--data", str(EPU), "--budget", "60", "--out", str(plan)]) == 0
+    rows = pd.read_csv(plan / "plan.csv")
+    assert rows["hole"].str.match(r"FoilHole_\d+$").all()
+    first = opened.atlas.index(rows["hole"][0])
+    assert rows["stage_x_um"][0] == pytest.approx(opened.stage[0][first], abs=1e-3)
+    assert rows["hole"][0] in (plan / "plan.nav").read_text()
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--agent", "greedy-local", "planner", "--data", str(EPU), "--ctf", str(star),
+                 "--budgets", "60", "--episodes", "3", "--out", str(out), "--quiet"]) == 0
+    assert "evaluated on the 217 measured holes of 570" in capsys.readouterr().err
+    steps = pd.read_csv(out / "trajectories.csv")
+    assert set(steps["hole"]) <= set(opened.measured().atlas.names)
+    report = tmp_path / "report"
+    assert main(["benchmark", "--data", str(EPU), "--ctf", str(star), "--agents", "greedy-local", "--budgets", "60",
+                 "--episodes", "2", "--out", str(report), "--quiet", "--no-steps"]) == 0
+    assert "human operator" in (report / "report.md").read_text()
+    assert main(["data", "info", str(EPU), "--ctf", str(star)]) == 0
+    assert "quality statistics of the 217 measured holes" in capsys.readouterr().out
+    assert main(["evaluate", "--agent", "greedy-local", "--data", str(EPU), "--budgets", "60", "--episodes", "1",
+                 "--out", str(tmp_path / "ev2"), "--quiet"]) == 2
+    assert "no hole has a measured CTFMaxRes" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -137,3 +138,37 @@ def test_look_says_when_the_pixel_size_is_unknown(tmp_path):
     assert len(axes) == 2
     for ax in axes:
         assert not _scale_bars(ax) and [t.get_text() for t in ax.texts] == [NO_PIXEL_SIZE]
+
+
+def test_identical_agents_are_drawn_once_under_a_joint_label(result):
+    """Two agents with the same trajectories (as the shipped dqn and ppo reproduce the planner) are one line named
+    by both, instead of one line hiding the other while the legend lists both."""
+    steps = result.steps
+    twin = steps[steps["agent"] == "greedy-local"].assign(agent="greedy-twin")
+    ax = plot_cumulative_good(pd.concat([steps, twin], ignore_index=True), BUDGET, result.humans, result.real_clock)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "greedy-local = greedy-twin (identical) (mean)" in texts
+    assert not any(t.startswith("greedy-twin") for t in texts) and "random (mean)" in texts
+    agent_lines = [line for line in ax.get_lines() if line.get_label().startswith(("random", "greedy", "oracle"))]
+    assert len(agent_lines) == 3
+
+
+def test_paths_show_the_ctf_colour_of_exposed_holes_and_a_path_of_another_colour(result):
+    from matplotlib.colors import to_rgba
+
+    axes = plot_paths(result.atlas, result.steps, BUDGET, THRESHOLD, humans=result.humans)
+    greedy = next(ax for ax in axes if ax.get_title().startswith("greedy-local"))
+    exposed = max((c for c in greedy.collections if c.get_array() is not None), key=lambda c: c.get_zorder())
+    greedy.figure.canvas.draw()                               # face colours are mapped at draw time
+    cmap, norm = exposed.get_cmap(), exposed.norm
+    steps = result.steps[(result.steps["agent"] == "greedy-local") & (result.steps["episode"] == 0)
+                         & (result.steps["budget"] == BUDGET)]
+    ctf = np.minimum(result.atlas.true_ctf[[result.atlas.index(h) for h in steps["hole"]]], 20.0)
+    faces = exposed.get_facecolors()
+    assert len(faces) == len(set(steps["hole"]))
+    assert np.allclose(sorted(map(tuple, faces)), sorted(map(tuple, cmap(norm(ctf)))), atol=1e-6)
+    red = np.array(to_rgba("tab:red"))
+    assert not np.allclose(exposed.get_edgecolors()[0], red)
+    (path,) = [line for line in greedy.get_lines() if len(line.get_xdata()) > 1]
+    assert not np.allclose(to_rgba(path.get_color()), red)
+    assert greedy.figure.get_figwidth() >= 5.6 * 3           # panels wide enough to read

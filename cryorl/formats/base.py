@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cryorl.atlas import Atlas
+from cryorl.human import HumanTrace
 
 __all__ = ["Grid", "GridFormat", "register_format", "load_grid", "find_format", "grid_formats", "choose_split"]
 
@@ -22,7 +23,8 @@ class Grid:
         path: what was opened.
         format: the format's name (``cryorl``, ``hole table``, ``epu``, ...).
         split: the split read, or None for a format without splits.
-        trace: a file :func:`cryorl.load_human_trace` reads: the operator's collection order and clock, or None.
+        trace: the operator's collection order and clock: a :class:`cryorl.HumanTrace`, or a file
+            :func:`cryorl.load_human_trace` reads (see :meth:`human_trace`), or None.
         stage: stage x, y (µm) of every hole in atlas order, or None where unknown.
         crops: the folder of hole crops, or None.
         notes: one line per thing skipped or missing, for the user.
@@ -33,11 +35,39 @@ class Grid:
     path: Path
     format: str
     split: str | None = None
-    trace: Path | None = None
+    trace: Path | HumanTrace | None = None
     stage: tuple[np.ndarray, np.ndarray] | None = None
     crops: Path | None = None
     notes: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+
+    def human_trace(self, name: str = "human operator") -> HumanTrace | None:
+        """The operator's trace as a :class:`cryorl.HumanTrace` named ``name`` (None where there is none)."""
+        from dataclasses import replace
+
+        from cryorl.human import load_human_trace
+
+        if self.trace is None:
+            return None
+        if isinstance(self.trace, HumanTrace):
+            return replace(self.trace, name=name)
+        return load_human_trace(self.trace, name=name)
+
+    def measured(self) -> Grid:
+        """The grid restricted to its measured holes (a finite CTFMaxRes): the holes whose outcome an evaluation
+        can score. The same grid where every hole is measured."""
+        keep = np.isfinite(self.atlas.true_ctf)
+        if keep.all():
+            return self
+        if not keep.any():
+            raise ValueError(f"{self.path}: no hole has a measured CTFMaxRes, so no agent can be scored on it (give "
+                             "the CTF results, e.g. --ctf micrographs_ctf.star)")
+        from dataclasses import replace
+
+        stage = None if self.stage is None else (self.stage[0][keep], self.stage[1][keep])
+        note = (f"evaluated on the {int(keep.sum())} measured holes of {len(keep)} (the others have no CTFMaxRes, "
+                "so their outcome is unknown)")
+        return replace(self, atlas=self.atlas.subset(keep), stage=stage, notes=(*self.notes, note))
 
     @property
     def label(self) -> str:

@@ -17,7 +17,8 @@ import pandas as pd
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
 from cryorl.fileio import atomic_path
 
-__all__ = ["new_figure", "save_figure", "is_simulated", "human_groups", "cumulative_good", "plot_cumulative_good",
+__all__ = ["new_figure", "save_figure", "is_simulated", "human_groups", "cumulative_good", "identical_groups",
+           "plot_cumulative_good",
            "plot_ctf_histograms", "plot_paths"]
 
 ORACLE_STYLE = dict(color="black", linewidth=1.2)
@@ -87,6 +88,20 @@ def _episode_curves(steps: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
     return np.array(curves, dtype=np.float64).reshape(-1, len(grid))
 
 
+def identical_groups(curves: dict[str, np.ndarray]) -> list[tuple[list[str], np.ndarray]]:
+    """Agents whose curves are equal in every episode, grouped (in first-seen order), so that a plot draws each
+    distinct series once under a joint label instead of hiding all but the last drawn."""
+    groups: list[tuple[list[str], np.ndarray]] = []
+    for agent, values in curves.items():
+        for names, seen in groups:
+            if seen.shape == values.shape and np.array_equal(seen, values):
+                names.append(agent)
+                break
+        else:
+            groups.append(([agent], values))
+    return groups
+
+
 def plot_cumulative_good(steps: pd.DataFrame, budget: float, humans: list[str] = (),
                          real_clock: pd.DataFrame | None = None, clock: str = "active_minutes", ax=None):
     """Mean cumulative good exposures vs minutes of each agent at ``budget`` (shaded: ± one std over its starts,
@@ -98,14 +113,13 @@ def plot_cumulative_good(steps: pd.DataFrame, budget: float, humans: list[str] =
     grid = np.linspace(0.0, budget, 241)
     at_budget = steps[steps["budget"] == budget]
     starts = set()
-    for agent, frame in at_budget.groupby("agent", sort=False):
-        if agent in humans:
-            continue
-        curves = _episode_curves(frame, grid)
+    for agents, curves in identical_groups({agent: _episode_curves(frame, grid) for agent, frame
+                                            in at_budget.groupby("agent", sort=False) if agent not in humans}):
         starts.add(len(curves))
         mean, std = curves.mean(axis=0), curves.std(axis=0)
-        style = ORACLE_STYLE if agent == "oracle" else {}
-        (line,) = ax.plot(grid, mean, label=f"{agent} (mean)" if len(curves) > 1 else agent, **style)
+        style = ORACLE_STYLE if "oracle" in agents else {}
+        name = " = ".join(agents) + (" (identical)" if len(agents) > 1 else "")
+        (line,) = ax.plot(grid, mean, label=f"{name} (mean)" if len(curves) > 1 else name, **style)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.12, linewidth=0)
     for label, names in human_groups(humans):
         colour = _group_color(names)
@@ -218,11 +232,12 @@ def plot_paths(atlas: Atlas, steps: pd.DataFrame, budget: float, threshold: floa
         squares = coordinates[2]
         low, high = squares[:, :2] - squares[:, 2:] / 2, squares[:, :2] + squares[:, 2:] / 2
         width, height = high.max(axis=0) - low.min(axis=0)
-        figure = new_figure(4.0 * columns + 0.8, (3.8 * height / width + 0.6) * rows + 0.3, dpi=100,
+        figure = new_figure(5.6 * columns + 0.8, (5.4 * height / width + 0.6) * rows + 0.3, dpi=100,
                             layout="constrained")
         axes = np.array([figure.add_subplot(rows, columns, k + 1) for k in range(max(len(agents), 1))])
-        figure.suptitle(f"Collection paths, {budget:g}-minute budget (episode {episode}): red line = path, "
-                        "ringed in red = exposed, white ★ = last hole", fontsize=10)
+        figure.suptitle(f"Collection paths, {budget:g}-minute budget (episode {episode}): black line = path, large "
+                        "dots = exposed (coloured by CTFMaxRes), faded = not exposed, white ★ = last hole",
+                        fontsize=10)
     else:
         axes = np.ravel(axes)
         if len(axes) < len(agents):

@@ -81,6 +81,7 @@ from scipy.spatial import cKDTree
 
 from cryorl.atlas import FIT_FAILURE_CTF, MAX_FEATURE_CTF, Atlas
 from cryorl.ctf_results import EPU_MICROGRAPH, micrograph_core, read_ctf_results
+from cryorl.formats.base import Grid, GridFormat, register_format
 from cryorl.human import HumanTrace
 from cryorl.images.imaging import Optics
 from cryorl.loaders import DataFileError
@@ -657,7 +658,7 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
     elif np.isfinite(session.max_image_shift_um) and session.max_image_shift_um > 0:
         radius, said = session.max_image_shift_um, "EpuSession.dm TargetAreaTemplate/MaximumImageShift"
     else:
-        radius, said = DEFAULT_PATCH_RADIUS_UM, "cryorl.epu.DEFAULT_PATCH_RADIUS_UM"
+        radius, said = DEFAULT_PATCH_RADIUS_UM, "cryorl.formats.epu.DEFAULT_PATCH_RADIUS_UM"
     square_rank = {s: i for i, s in enumerate(square_ids)}
     holes["_square"] = holes["square_id"].map(square_rank)
     holes = holes.sort_values(["_square", "order", "foil_hole"], kind="stable", na_position="last",
@@ -739,3 +740,16 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
                                                                   "xml_time", "in_dm", "in_xml", "ctf_max_res"]],
                    squares=squares, trace=trace, missing=tuple(missing), patch_rule=patch_rule,
                    ice_model=ice_model, session=session.name, source=str(folder))
+
+
+# ---------------------------------------------------------------------------------------- the format registry
+def _as_grid(path: Path, split: str | None, **options) -> Grid:
+    epu = load_epu_session(path, **options)
+    return Grid(epu.atlas, path, "epu", None, trace=epu.trace, stage=epu.stage_um, notes=epu.missing,
+                extra={"epu": epu})
+
+
+EPU_SESSION = register_format(GridFormat(
+    "epu", "a Thermo Fisher EPU session folder (EpuSession.dm, Metadata/GridSquare_*.dm, Images-Disc*/) or its "
+    "EpuSession.dm; the CTF from --ctf (a RELION STAR file or a CTFFIND folder)",
+    is_epu_session, lambda path: [], _as_grid, options=("ctf", "ctf_rule", "patch_radius_um", "atlas_path")))
