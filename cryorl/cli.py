@@ -62,6 +62,27 @@ def _scored_grid(args: argparse.Namespace):
     return grid
 
 
+def _data_verify(args: argparse.Namespace) -> int:
+    from cryorl.download import verify_dataset
+
+    rows = verify_dataset(args.dir, era=args.era)
+    if args.crops:
+        from cryorl.crop_store import verify_crops
+
+        rows += verify_crops(args.dir)
+    for file, status in rows:
+        print(f"{status:8s} {file}")
+    differs = [file for file, status in rows if status == "differs"]
+    present = [file for file, status in rows if status == "ok"]
+    if differs:
+        raise ValueError(f"{len(differs)} file(s) in {args.dir} differ from the published ones (first: {differs[0]}); "
+                         "fetch them again with `cryorl data download aldolase --overwrite`")
+    if not present:
+        raise FileNotFoundError(f"no published file in {args.dir}")
+    print(f"{len(present)} file(s) verified in {args.dir}")
+    return 0
+
+
 def _data_info(args: argparse.Namespace) -> int:
     import warnings
 
@@ -556,6 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--workers", type=int, default=8, help="parallel downloads (--crops)")
     download.add_argument("--quiet", action="store_true", help="no progress bar")
     download.set_defaults(run=_data_download)
+
+    verify = data.add_parser("verify", help="check published files placed by hand (or downloaded) against their "
+                                            "SHA-256")
+    verify.add_argument("dir", type=Path)
+    verify.add_argument("--era", choices=["2023", "2022"], default=None)
+    verify.add_argument("--crops", action="store_true", help="also the published hole crops (DIR/Aldolase/...)")
+    verify.set_defaults(run=_data_verify)
 
     info = data.add_parser("info", help="what a data path holds (format, splits, trace, stage positions, crops, "
                                         "skipped rows) and the grid's hierarchy counts and quality statistics")

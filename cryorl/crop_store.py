@@ -24,7 +24,7 @@ from cryorl.download import DownloadError, default_dest, fetch, sha256
 from cryorl.fileio import atomic_path
 from cryorl.resources import RESOURCES
 
-__all__ = ["CROPS_URL", "CropFile", "crop_manifest", "download_crops", "CROP_SPLITS"]
+__all__ = ["CROPS_URL", "CropFile", "crop_manifest", "download_crops", "verify_crops", "CROP_SPLITS"]
 
 CROPS_URL = ("https://media.githubusercontent.com/media/yilaili/cryoRL-pytorch-data/"
              "9d0c6a7ca72b78a51f58507163c41bfc67b76ac8")
@@ -118,3 +118,17 @@ def download_crops(dest: str | os.PathLike | None = None, *, split: str = "all",
         raise DownloadError(f"{len(failures)} of {len(wanted)} crops failed ({len(wanted) - len(failures)} verified "
                             f"in {dest}; run again to resume): {shown}")
     return dest
+
+
+def verify_crops(folder: str | os.PathLike, manifest: list[CropFile] | None = None) -> list[tuple[str, str]]:
+    """``(path, status)`` of every published crop under ``folder``: "ok", "differs" or "absent" (absent ones are
+    summed into one row per split, so that a partial folder reads in a few lines)."""
+    folder = Path(folder).expanduser()
+    rows, absent = [], {}
+    for remote in manifest or crop_manifest():
+        target = folder / remote.path
+        if not target.exists():
+            absent[remote.split] = absent.get(remote.split, 0) + 1
+        else:
+            rows.append((remote.path, "ok" if _good(target, remote) else "differs"))
+    return rows + [(f"{n} crops of the {split} split", "absent") for split, n in absent.items()]

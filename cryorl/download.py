@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from cryorl.fileio import atomic_path
 from cryorl.loaders import TIMESTAMPS_FILE, dataset_file
 
 __all__ = ["DATASETS", "MAX_BYTES", "RemoteFile", "cache_dir", "default_dest", "download_dataset", "sha256",
-           "DownloadError", "fetch"]
+           "DownloadError", "fetch", "verify_dataset"]
 
 _REPO = "https://raw.githubusercontent.com/IBM/CryoRL-pytorch"
 MAX_BYTES = 8 << 20           # ceiling for a file of unrecorded size; every published file is well under 1 MB
@@ -78,7 +79,12 @@ DATASETS: dict[tuple[str, str], RemoteDataset] = {
 
 
 class DownloadError(RuntimeError):
-    """A file could not be fetched, or its content did not match the published checksum."""
+    """A file could not be fetched, or its content did not match the published checksum; ``unreachable`` is the
+    network's reason when the server could not be reached at all (the same for every file of a run)."""
+
+    def __init__(self, message: str, unreachable: str | None = None) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def cache_dir() -> Path:
@@ -123,7 +129,9 @@ def fetch(url: str, path: Path, limit: int, timeout: float) -> None:
             reason = "the connection closed before the end of the response"
         else:
             reason = " ".join(str(error).split()) or type(error).__name__
-        raise DownloadError(f"could not fetch {url}: {reason}") from None
+        unreachable = reason if isinstance(error, urllib.error.URLError) and \
+            not isinstance(error, urllib.error.HTTPError) else None    # refused, no route, no name: no server
+        raise DownloadError(f"could not fetch {url}: {reason}", unreachable) from None
 
 
 def _dataset(name: str, era: str) -> RemoteDataset:
@@ -152,7 +160,7 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
     dest = Path(dest).expanduser() if dest is not None else default_dest(name, era)
     base = (base_url or os.environ.get("CRYORL_DOWNLOAD_URL") or dataset.base_url).rstrip("/")
     dest.mkdir(parents=True, exist_ok=True)
-    failures = []
+    failures, unreachable = [], {}
     for remote in dataset.files:
         if split != "all" and split not in remote.splits:
             continue
@@ -175,10 +183,42 @@ def download_dataset(name: str = "aldolase", dest: str | os.PathLike | None = No
                     raise DownloadError(f"{url}: SHA-256 {digest} does not match the published "
                                         f"{remote.sha256}; refusing the file{kept}")
         except (DownloadError, OSError) as error:            # OSError: the file cannot be written here
-            failures.append(str(error) if isinstance(error, DownloadError) else f"cannot write {target}: {error}")
+            if getattr(error, "unreachable", None):
+                unreachable.setdefault(error.unreachable, []).append(remote.name)
+            else:
+                failures.append(str(error) if isinstance(error, DownloadError) else f"cannot write {target}: "
+                                                                                  f"{error}")
             log(f"FAILED   {remote.name}: {error}")
             continue
         log(f"fetched  {target}")
+    failures += [f"could not reach {base} for {', '.join(names)}: {reason}" for reason, names in unreachable.items()]
     if failures:
-        raise DownloadError(f"{len(failures)} file(s) failed: " + "; ".join(failures))
+        count = len(failures) - len(unreachable) + sum(map(len, unreachable.values()))
+        offline = (f"; without network, copy the files from {dataset.base_url} into {dest} by hand and check them "
+                   f"with `cryorl data verify {dest}`" if unreachable else "")
+        raise DownloadError(f"{count} file(s) failed: " + "; ".join(failures) + offline)
     return dest
+
+
+def verify_dataset(folder: str | os.PathLike, name: str = "aldolase", era: str | None = None
+                   ) -> list[tuple[str, str]]:
+    """Check the published files in ``folder`` (placed by hand or downloaded) against their SHA-256: one
+    ``(file, status)`` per published file — "ok", "differs" or "absent" — of each era with a file there (``era``:
+    that era only). A name two eras share (``timestamps.csv``) is "ok" when it matches either."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder}")
+    digests: dict[str, set[str]] = {}
+    for (dataset_name, dataset_era), dataset in DATASETS.items():
+        if dataset_name != name or (era is not None and dataset_era != era):
+            continue
+        names = [remote.name for remote in dataset.files]
+        if era is None and not any((folder / n).is_file() for n in names if n != TIMESTAMPS_FILE):
+            continue
+        for remote in dataset.files:
+            digests.setdefault(remote.name, set()).add(remote.sha256)
+    rows = []
+    for file, wanted in digests.items():
+        path = folder / file
+        rows.append((file, "absent" if not path.is_file() else "ok" if sha256(path) in wanted else "differs"))
+    return rows

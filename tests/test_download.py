@@ -234,7 +234,26 @@ def test_broken_connection_is_a_clear_error_and_others_are_fetched(serve, tmp_pa
 
 
 def test_refused_connection_is_a_clear_error(tmp_path):
-    with pytest.raises(DownloadError, match=r"^3 file\(s\) failed: could not fetch http://127\.0\.0\.1:1/"
-                                            r"target_CTF_Y1_val\.csv: [^\n]+$"):
-        download_dataset("aldolase", tmp_path / "d", split="val", base_url="http://127.0.0.1:1", timeout=5,
+    dest = tmp_path / "d"
+    with pytest.raises(DownloadError, match=r"^3 file\(s\) failed: could not reach http://127\.0\.0\.1:1 for "
+                                            r"target_CTF_Y1_val\.csv, Y1_2_regress_8bit_res50_val_by_hl\.txt, "
+                                            r"timestamps\.csv: [^\n;]+; without network, copy the files from "
+                                            rf"https://\S+ into {dest} by hand and check them with `cryorl data "
+                                            rf"verify {dest}`$") as error:
+        download_dataset("aldolase", dest, split="val", base_url="http://127.0.0.1:1", timeout=5,
                          log=lambda _: None)
+    assert str(error.value).count("http://127.0.0.1:1") == 1        # the address once, not once per file
+
+
+def test_files_placed_by_hand_are_verified(tmp_path, aldolase_dir, capsys):
+    folder = tmp_path / "by-hand"
+    folder.mkdir()
+    for name in VERIFIED:
+        shutil.copy(aldolase_dir / name, folder / name)
+    assert main(["data", "verify", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "ok       target_CTF_Y1_train.csv" in out and "absent   target_CTF_Y1_val.csv" in out
+    assert "2 file(s) verified" in out
+    shutil.copy(aldolase_dir / "timestamps.csv", folder / "timestamps.csv")      # the shared copy is trimmed
+    assert main(["data", "verify", str(folder)]) == 2
+    assert "1 file(s) in" in capsys.readouterr().err
