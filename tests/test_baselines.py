@@ -164,3 +164,23 @@ def test_markdown_table():
 
     frame = pd.DataFrame({"agent": ["a", "b"], "good": [1.25, np.nan]}).set_index("agent")
     assert markdown_table(frame).splitlines() == ["| agent | good |", "|---|---|", "| a | 1.2 |", "| b |  |"]
+
+
+def test_decision_time_is_summarised_per_budget():
+    """A policy that thinks longer when more than 60 minutes are left: its 120-minute budget's decision time is
+    measured apart from its 60-minute budget's (summary.csv had one value for every budget)."""
+    import time
+
+    from cryorl.agents.base import Policy
+
+    class Slow(Policy):
+        name = "slow"
+
+        def act(self, observation, action_mask):
+            if float(np.ravel(observation["time_left"])[0]) > 60:
+                time.sleep(0.003)
+            return int(np.flatnonzero(action_mask)[0])
+
+    frame = evaluate_policy(Slow(), simulate_atlas(0, GridSpec.with_holes(200)), episodes=2, budgets=(60, 120))
+    summary = summarize(frame).set_index("budget")["decision_ms"]
+    assert summary[60.0] < 1.0 and summary[120.0] > 1.0, summary.to_dict()

@@ -41,16 +41,17 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
     """Run ``policy`` for ``episodes`` seeded starts at each budget; one row per step (step 0 = start hole).
 
     Columns: ``agent, budget, episode, seed`` (of the episode's start), ``step, hole`` (name), ``elapsed``
-    (minutes), ``switch_level`` (-1 for the start), ``ctf`` and ``predicted_ctf`` (Å), ``good`` (a good exposure
-    that counted; the start hole earns nothing), ``reward``. The mean decision time is kept in
-    ``df.attrs["decision_ms"]`` (``{agent: ms}``).
+    (minutes), ``switch_level`` (-1 for the start), ``ctf`` and ``predicted_ctf`` (Å), ``good`` (this step collected
+    a good exposure: False at step 0 whatever its CTFMaxRes, since the start hole is where the microscope is, not
+    an exposure, and earns nothing, as in the CryoRL papers), ``reward``. The mean decision time per budget is kept
+    in ``df.attrs["decision_ms"]`` (``{(agent, budget): ms}``).
     """
     env = _as_env(env_or_atlas, **env_kwargs)
     budgets = check_budgets(budgets)
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, not {episodes!r}")
     rows: list[tuple] = []
-    decisions: list[float] = []
+    decisions: dict[float, list[float]] = {b: [] for b in budgets}
     runs = [(b, e) for b in budgets for e in range(episodes)]
     iterator = runs
     if progress:
@@ -72,7 +73,7 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
         while not done:
             tic = time.perf_counter()
             action = policy.act(obs, obs["action_mask"])
-            decisions.append(time.perf_counter() - tic)
+            decisions[budget].append(time.perf_counter() - tic)
             obs, reward, done, truncated, info = env.step(action)
             done = done or truncated
             step += 1
@@ -81,7 +82,8 @@ def evaluate_policy(policy: Policy, env_or_atlas: CryoEMEnv | Atlas | None = Non
                          info["switch_level"], info["true_ctf"], info["predicted_ctf"],
                          bool(exposed and good[info["hole_index"]]), reward))
     frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
-    frame.attrs["decision_ms"] = {policy.name: float(np.mean(decisions)) * 1e3 if decisions else float("nan")}
+    frame.attrs["decision_ms"] = {(policy.name, b): float(np.mean(d)) * 1e3 if d else float("nan")
+                                  for b, d in decisions.items()}
     return frame
 
 
@@ -101,8 +103,8 @@ def check_budgets(budgets: Iterable[float]) -> list[float]:
 
 def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None = None) -> pd.DataFrame:
     """Per agent and budget (in order of appearance): episodes, mean ± std of good exposures, exposures and reward,
-    mean switches by level, and the mean decision time per step (``decision_ms``, default
-    ``trajectories.attrs["decision_ms"]``)."""
+    mean switches by level, and the mean decision time per step at that budget (``decision_ms``:
+    ``{(agent, budget): ms}``, default ``trajectories.attrs["decision_ms"]``)."""
     steps = trajectories[trajectories["step"] > 0]
     per_episode = steps.groupby(["agent", "budget", "episode"], sort=False).agg(
         good=("good", "sum"), exposures=("switch_level", lambda s: int((s >= 0).sum())), reward=("reward", "sum"),
@@ -119,7 +121,8 @@ def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None =
         square_switches=("square_switches", "mean"), tile_switches=("tile_switches", "mean"),
     ).reset_index()
     decision_ms = decision_ms if decision_ms is not None else trajectories.attrs.get("decision_ms", {})
-    summary["decision_ms"] = summary["agent"].map(decision_ms).astype(float)
+    keys = zip(summary["agent"], summary["budget"])
+    summary["decision_ms"] = np.array([decision_ms.get(key, np.nan) for key in keys], dtype=float)
     return summary[SUMMARY_COLUMNS]
 
 
