@@ -204,3 +204,14 @@ def test_temporal_predictor_on_movie_stacks():
     assert predictor.predict(movies).shape == (64,)
     with pytest.raises(ValueError, match=r"\(N, T, H, W\) movies"):
         predictor.predict(crops[:, None, None])
+
+
+def test_the_model_listing_counts_on_the_meta_device_as_on_real_weights():
+    """`cryorl perception models` builds models on the meta device (no weights, no arithmetic): its counts must be
+    those of the real model."""
+    from cryorl.perception import model_table
+
+    row = model_table(["resnet_test"]).iloc[0]
+    model = create_model("resnet_test")
+    assert row["params (M)"] == count_parameters(model) / 1e6
+    assert row["GMACs"] == count_macs(model, model_entry("resnet_test").input_shape) / 1e9

@@ -228,19 +228,23 @@ def _nodes(shape: tuple[int, int], a: np.ndarray, b: np.ndarray, origin: np.ndar
     return np.column_stack([ii.ravel(), jj.ravel()]) @ basis.T
 
 
-def _phase(score: np.ndarray, mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> LatticeFit:
-    """The lattice origin (within one cell, 24 × 24 trials) whose positions have the best mean score."""
+def _phase(score: np.ndarray, mask: np.ndarray, a: np.ndarray, b: np.ndarray, bins: int = 24) -> LatticeFit:
+    """The lattice origin (within one cell, ``bins`` × ``bins`` trials) whose positions have the best mean score.
+
+    Every usable pixel is folded into the unit cell (its lattice coordinates modulo 1) and its score added to the
+    trial offset that puts a lattice node on it, so one pass over the image scores all trials at once (one
+    ``bincount``), instead of sampling every node for every trial."""
     h, w = score.shape
-    nodes = _nodes(score.shape, a, b)
-    steps = np.linspace(0.0, 1.0, 24, endpoint=False)
-    u, v = np.meshgrid(steps, steps, indexing="ij")
-    trials = np.column_stack([u.ravel(), v.ravel()]) @ np.column_stack([a, b]).T
-    xy = np.round(trials[:, None, :] + nodes[None, :, :]).astype(np.int64)
-    inside = (xy[..., 0] >= 0) & (xy[..., 0] < w) & (xy[..., 1] >= 0) & (xy[..., 1] < h)
-    x, y = xy[..., 0].clip(0, w - 1), xy[..., 1].clip(0, h - 1)
-    usable = inside & mask[y, x]
-    total = np.where(usable, score[y, x], 0.0).sum(axis=1) / np.maximum(usable.sum(axis=1), 1)
-    return LatticeFit(trials[np.argmax(total)], a, b)
+    yy, xx = np.nonzero(mask)
+    inverse = np.linalg.inv(np.column_stack([a, b]))
+    uv = (np.column_stack([xx, yy]).astype(np.float64) @ inverse.T) % 1.0
+    cell = (np.floor(uv * bins + 0.5).astype(np.int64) % bins) @ np.array([bins, 1])
+    totals = np.bincount(cell, weights=score[yy, xx], minlength=bins * bins)
+    counts = np.bincount(cell, minlength=bins * bins)
+    best = int(np.argmax(totals / np.maximum(counts, 1)))
+    steps = np.arange(bins) / bins
+    origin = np.array([steps[best // bins], steps[best % bins]]) @ np.column_stack([a, b]).T
+    return LatticeFit(origin, a, b)
 
 
 def _refine(fit: LatticeFit, points: np.ndarray, radius: float, tolerance: float) -> LatticeFit:
