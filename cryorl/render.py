@@ -122,7 +122,7 @@ def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, p
 def render_rgb(atlas: Atlas, visited: np.ndarray, path: list[int], title: str, threshold: float,
                coordinates: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """The grid map as an RGB image (H, W, 3) uint8, drawn off-screen."""
-    from cryorl.reporting.plots import new_figure
+    from cryorl.figures import new_figure
 
     figure = new_figure(5, 5, dpi=96)
     plot_grid_map(atlas, figure.add_subplot(), visited=visited, path=path, threshold=threshold,

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cryorl.figures import save_figure
 from cryorl.human import HumanTrace, simulate_operator
 from cryorl.images.look import NO_PIXEL_SIZE, look_at_session, plot_atlas, plot_crops, plot_square_holes
 from cryorl.render import plot_grid_map
 from cryorl.reporting.benchmark import run_benchmark
-from cryorl.reporting.plots import plot_ctf_histograms, plot_cumulative_good, plot_paths, save_figure
+from cryorl.reporting.plots import plot_ctf_histograms, plot_cumulative_good, plot_paths
 from cryorl.synth import GridSpec, simulate_atlas
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data_samples" / "session"
@@ -101,7 +102,7 @@ def test_paths_one_colour_bar_colour_blind_safe(result):
 
 def test_env_map_one_colour_bar_colour_blind_safe(result):
     """plot_grid_map is what the environment's rgb_array render draws."""
-    from cryorl.reporting.plots import new_figure
+    from cryorl.figures import new_figure
 
     visited = np.zeros(len(result.atlas), dtype=bool)
     visited[:3] = True

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cryorl.figures import new_figure, save_figure
 from cryorl.images.mrc import MrcError, read_mrc
 from cryorl.images.synth_session import CROPS_DIR
 from cryorl.images.vision import find_holes
-from cryorl.reporting.plots import new_figure, save_figure
 
 __all__ = ["look_at_session", "plot_atlas", "plot_square_holes", "plot_crops", "add_scale_bar", "LOOK_DPI"]
 

@@ -371,7 +371,7 @@ def explanation_grid(predictor: HoleQualityPredictor, crops: np.ndarray, path: s
             for m in methods}
     predicted = predictor.predict(crops)
     views = predictor.preprocess(crops)[:, 0].numpy()
-    from cryorl.reporting.plots import new_figure
+    from cryorl.figures import new_figure
 
     columns = 1 + len(methods)
     figure = new_figure(2.2 * columns, 2.4 * n, dpi=dpi, layout="constrained")

@@ -9,15 +9,13 @@ real operators' traces, so that no legend passes a simulated operator off as a h
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas
-from cryorl.fileio import atomic_path
+from cryorl.figures import figure_of, new_figure
 
-__all__ = ["new_figure", "save_figure", "is_simulated", "human_groups", "cumulative_good", "identical_groups",
+__all__ = ["is_simulated", "human_groups", "cumulative_good", "identical_groups",
            "plot_cumulative_good",
            "plot_ctf_histograms", "plot_paths"]
 
@@ -25,34 +23,6 @@ ORACLE_STYLE = dict(color="black", linewidth=1.2)
 HUMAN_COLOR = "darkgoldenrod"       # real operators' traces
 SIMULATED_COLOR = "0.45"            # simulated operators
 CTF_BIN_ANGSTROM = 0.5
-
-
-def new_figure(width: float, height: float, dpi: float = 110, layout: str | None = None):
-    """A matplotlib Figure (inches) drawn off-screen (no pyplot state, safe in threads and without a display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=dpi, layout=layout)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _figure_of(drawn):
-    """The figure of a Figure, an Axes, or an array of Axes (what the plot functions return)."""
-    from matplotlib.figure import Figure
-
-    item = drawn if isinstance(drawn, Figure) or hasattr(drawn, "figure") else np.ravel(drawn)[0]
-    while not isinstance(item, Figure):
-        item = item.figure
-    return item
-
-
-def save_figure(figure, path: str | os.PathLike, dpi: float | None = None) -> None:
-    """Write ``figure`` (a Figure, or the Axes / array of Axes a plot function returned) as PNG at ``dpi``
-    (default the figure's), atomically."""
-    figure = _figure_of(figure)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", bbox_inches="tight", dpi=dpi or figure.dpi)
 
 
 def is_simulated(trace: str) -> bool:
@@ -253,5 +223,5 @@ def plot_paths(atlas: Atlas, steps: pd.DataFrame, budget: float, threshold: floa
             title += f"\n(1 of {len(groups[agent])} {'simulated operators' if is_simulated(agent) else 'human traces'})"
         plot_grid_map(atlas, axes[k], visited=visited, path=path, threshold=threshold, coordinates=coordinates,
                       title=title, colorbar=False)
-    add_ctf_colorbar(_figure_of(axes), list(axes), threshold)
+    add_ctf_colorbar(figure_of(axes), list(axes), threshold)
     return axes

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cryorl.figures import save_figure
 from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.reporting.benchmark import BenchmarkResult
 from cryorl.reporting.markdown import markdown_table
-from cryorl.reporting.plots import plot_ctf_histograms, plot_cumulative_good, plot_paths, save_figure
+from cryorl.reporting.plots import plot_ctf_histograms, plot_cumulative_good, plot_paths
 
 __all__ = ["write_report", "FIGURES"]
 
