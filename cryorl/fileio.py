@@ -224,6 +224,10 @@ def load_weights(path: str | os.PathLike):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if not str(error).startswith("Weights only load failed"):
-            raise                                    # not a pickle at all: the caller says what it expected
-        raise NotWeightsError(f"{path}: not a cryorl weights file (it holds Python objects other than tensors, "
-                              "which cryorl never unpickles)") from None
+            raise
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if head[:1] == b"\x80" or head == b"PK\x03\x04":       # a pickle, or torch.save's zip holding one
+            raise NotWeightsError(f"{path}: not a cryorl weights file (it holds Python objects other than "
+                                  "tensors, which cryorl never unpickles)") from None
+        raise pickle.UnpicklingError("not a file saved by PyTorch") from None   # not torch's weights_only advice
