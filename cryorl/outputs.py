@@ -126,7 +126,7 @@ def one_line(error: BaseException) -> str:
         plain = isinstance(error, (ValueError, LookupError, FileExistsError, FileNotFoundError, RuntimeError,
                                    PermissionError)) or type(error).__module__.startswith("cryorl")
         text = text if plain and text else f"{type(error).__name__}: {text}".rstrip(": ")
-    text = re.sub(r"\S{201,}", lambda match: clip(match.group()), text)
+    text = re.sub(r"(\S{201,}?)([:;,.]?)(?=\s|$)", lambda match: clip(match[1]) + match[2], text)
     return text if len(text) <= 1000 else f"{text[:700]} … {text[-290:]}"
 
 

@@ -247,9 +247,11 @@ def test_unwritable_places_are_refused_before_any_work_in_one_line(tmp_path, cap
     if locked is None:
         pytest.skip("cannot make an unwritable folder here")
     try:
-        cases = [["evaluate", "--agent", "random", "--out", str(locked / "ev"), *QUICK],
-                 ["plan", "--data", str(SAMPLES), "--split", "sample", "--budget", "20", "--out", str(locked / "p")],
-                 ["holes", str(SAMPLES), "--out", str(locked / "holes.csv"), "--quiet"],
+        nothing = tmp_path / "nothing"                    # no data: the work would fail, so the check came first
+        nothing.mkdir()
+        cases = [["evaluate", "--agent", "random", "--data", str(nothing), "--out", str(locked / "ev"), *QUICK],
+                 ["plan", "--data", str(nothing), "--budget", "20", "--out", str(locked / "p")],
+                 ["holes", str(nothing), "--out", str(locked / "holes.csv"), "--quiet"],
                  ["train", "--run-dir", str(locked), "--timesteps", "10", "--no-progress"]]
         for command in cases:
             assert main(command) == 2, command
@@ -292,6 +294,9 @@ def test_user_strings_are_cut_in_messages(tmp_path, capsys):
                  str(measured), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert f"{measured}:1: unknown hole" in err and len(err) < 700 and err.count("\n") == 1, len(err)
+    assert main(["evaluate", "--agent", huge, "--out", str(tmp_path / "e"), *QUICK]) == 2     # cut on the way out
+    err = capsys.readouterr().err
+    assert "hhh… (5,000,000 characters):" in err and len(err) < 400 and err.count("\n") == 1, err
 
 
 def test_a_utf16_measured_file_is_named(tmp_path, capsys):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from cryorl.cli import main
-from cryorl.fileio import KILL_AT_ENV
+from cryorl.fileio import KILL_AT_ENV, atomic_write_text
 from cryorl.outputs import JOURNAL, OutputBusyError, OutputExistsError, check_output_folder, output_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,6 +272,8 @@ def test_a_symlinked_out_is_followed_never_replaced(tmp_path, capsys):
     assert main(["holes", str(SESSION), "--out", str(table_link), "--overwrite", "--quiet"]) == 0
     assert table_link.is_symlink() and table.read_text().startswith("hole,")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["holes-link.csv", "holes.csv", "link", "real"]
+    atomic_write_text(table_link, "written through the link")             # every atomic write follows a link
+    assert table_link.is_symlink() and table.read_text() == "written through the link"
 
 
 PLAN = """
