@@ -133,7 +133,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     _once(args.agent, "--agent")
     budgets, episodes = check_budgets(args.budgets), _episodes(args.episodes)
-    check_output_folder(args.out, overwrite=args.overwrite, what="evaluation", inputs=[args.data])
+    inputs = [args.data, args.ctf, *_agent_paths(args.agent)]
+    check_output_folder(args.out, overwrite=args.overwrite, what="evaluation", inputs=inputs)
     torch.set_num_threads(args.threads)
     env_kwargs = dict(costs=args.costs, threshold=args.threshold)
     if args.data is not None:
@@ -142,7 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         env = CryoEMEnv(grid_seed=args.grid_seed, **env_kwargs)
     policies = [make_policy(agent, seed=args.seed) for agent in args.agent]
     _once([p.name for p in policies], "--agent (policy names)")
-    with output_folder(args.out, overwrite=args.overwrite, what="evaluation", inputs=[args.data]) as out:
+    with output_folder(args.out, overwrite=args.overwrite, what="evaluation", inputs=inputs) as out:
         frames, decision_ms = [], {}
         for policy in policies:
             trajectories = evaluate_policy(policy, env, episodes=episodes, seed=args.seed, budgets=budgets,
@@ -162,10 +163,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     import time
 
-    from cryorl.outputs import check_output_folder, output_folder
+    from cryorl.outputs import check_output_folder, output_folder, reserve_output
     from cryorl.planning import SessionOver, make_plan, read_measured
 
-    inputs = [args.data] + ([args.measured] if args.measured else [])
+    inputs = [args.data, args.ctf, *_agent_paths([args.agent])] + ([args.measured] if args.measured else [])
     check_output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs)
     if args.watch and args.measured is None:
         raise ValueError("--watch needs --measured FILE (the file the session appends its exposures to)")
@@ -189,26 +190,34 @@ def _plan(args: argparse.Namespace) -> int:
               f"after {plan.measured} measured exposures")
 
     plan = planned(complete_lines_only=args.watch)
-    with output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs) as out:
-        written = plan.write(out)
-    report(plan)
-    print("wrote " + ", ".join(str(args.out / path.name) for path in written))
-    if not args.watch:
+    # --watch holds --out for the whole session; each plan replaces --out as a whole (its plan.csv and plan.nav
+    # change together), a re-plan only while --out holds just the files the last plan wrote
+    reservation = reserve_output(args.out, what="plan") if args.watch else None
+    try:
+        with output_folder(args.out, overwrite=args.overwrite, what="plan", inputs=inputs) as out:
+            written = plan.write(out)
+        report(plan)
+        print("wrote " + ", ".join(str(args.out / path.name) for path in written))
+        last = None
+        while args.watch:                        # re-plan whenever the measured file changes, until the time is up
+            stat = args.measured.stat() if args.measured.exists() else None
+            state = (stat.st_size, stat.st_mtime_ns) if stat else None
+            if state != last:
+                last = state
+                try:
+                    plan = planned(complete_lines_only=True)
+                except SessionOver as error:
+                    print(f"session over: {error}")
+                    return 0
+                with output_folder(args.out, overwrite=True, what="plan", inputs=inputs,
+                                   only=[path.name for path in written]) as out:
+                    written = plan.write(out)
+                report(plan)
+            time.sleep(args.interval)
         return 0
-    last = None
-    while True:                                  # re-plan whenever the measured file changes, until the time is up
-        stat = args.measured.stat() if args.measured.exists() else None
-        state = (stat.st_size, stat.st_mtime_ns) if stat else None
-        if state != last:
-            last = state
-            try:
-                plan = planned(complete_lines_only=True)
-            except SessionOver as error:
-                print(f"session over: {error}")
-                return 0
-            plan.write(args.out)
-            report(plan)
-        time.sleep(args.interval)
+    finally:
+        if reservation is not None:
+            reservation.release()
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -228,7 +237,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     budgets, episodes = check_budgets(args.budgets), _episodes(args.episodes)
     if args.operators is not None and args.operators < 0:
         raise ValueError(f"--operators must be 0 or more, not {args.operators}")
-    inputs = [args.data, *args.trace]
+    inputs = [args.data, args.ctf, *args.trace, *_agent_paths(args.agents)]
     check_output_folder(args.out, overwrite=args.overwrite, what="report", inputs=inputs)
     torch.set_num_threads(args.threads)
     traces = [load_human_trace(path) for path in args.trace]
@@ -281,12 +290,14 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _holes(args: argparse.Namespace) -> int:
     from cryorl.images.session_holes import atlas_from_images
-    from cryorl.outputs import check_output_file
+    from cryorl.outputs import check_output_file, output_file
 
-    check_output_file(args.out, overwrite=args.overwrite)
+    inputs = [args.dir, args.ctf, args.predictions]
+    check_output_file(args.out, overwrite=args.overwrite, what="hole table", inputs=inputs)
     atlas, images = atlas_from_images(args.dir, args.ctf, args.predictions, hole_diameter_um=args.hole_diameter,
                                       hole_pitch_um=args.hole_pitch, progress=not args.quiet)
-    atlas.save(args.out)
+    with output_file(args.out, overwrite=args.overwrite, what="hole table", inputs=inputs) as tmp:
+        atlas.save(tmp)
     print(atlas)
     print(f"{images['detected'].mean():.1%} of holes seen directly, the rest placed by the lattice fit; "
           f"hole table in {args.out}")
@@ -294,11 +305,11 @@ def _holes(args: argparse.Namespace) -> int:
 
 
 def _look(args: argparse.Namespace) -> int:
-    from cryorl.images.look import look_at_session
+    from cryorl.images.look import look_at_session, look_inputs
     from cryorl.outputs import output_folder
 
     target = args.out if args.out is not None else args.dir / "look"
-    with output_folder(target, overwrite=args.overwrite, what="pictures", inputs=[args.dir]) as out:
+    with output_folder(target, overwrite=args.overwrite, what="pictures", inputs=look_inputs(args.dir)) as out:
         paths = look_at_session(args.dir, out, args.hole_diameter, args.hole_pitch)
     for path in paths:
         print(target / Path(path).relative_to(out))
@@ -327,7 +338,7 @@ def _perception_train(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from cryorl.outputs import check_output_folder, output_folder
+    from cryorl.outputs import check_output_folder, output_folder, reserve_output
     from cryorl.perception import distributed
     from cryorl.perception.predictor import HoleQualityPredictor
     from cryorl.perception.recipes import RECIPES, apply_recipe
@@ -343,6 +354,8 @@ def _perception_train(args: argparse.Namespace) -> int:
     if not 0.0 < args.labelled_fraction <= 1.0:
         raise ValueError(f"--labelled-fraction must be in (0, 1], got {args.labelled_fraction:g}")
     processes = distributed.start(args.backend) if args.distributed else distributed.current()
+    # rank 0 holds --out (and the checkpoint beside it) for the whole run: a second run is refused, not mixed in
+    reservation = reserve_output(args.out, what="predictor") if processes.main else None
     try:
         semi = args.semi_supervised is not None
         _, crops, ctf = _perception_data(args, args.grids, labelled_only=not semi)
@@ -395,6 +408,8 @@ def _perception_train(args: argparse.Namespace) -> int:
         print(f"predictor in {args.out}")
         return 0
     finally:
+        if reservation is not None:
+            reservation.release()
         if args.distributed:
             distributed.stop()
 
@@ -432,11 +447,12 @@ def _semi_supervised(args: argparse.Namespace, make_predictor, crops, ctf, unlab
 
 def _perception_explain(args: argparse.Namespace) -> int:
     """``cryorl perception explain``: attribution maps of the holes predicted worst, as a PNG grid."""
-    from cryorl.outputs import check_output_file
+    from cryorl.outputs import check_output_file, output_file
     from cryorl.perception import explain
     from cryorl.perception.predictor import HoleQualityPredictor
 
-    check_output_file(args.out, overwrite=args.overwrite)
+    inputs = [args.model, args.data]
+    check_output_file(args.out, overwrite=args.overwrite, what="picture", inputs=inputs)
     if args.holes < 1:
         raise ValueError(f"--holes must be at least 1, not {args.holes}")
     predictor = HoleQualityPredictor.load(args.model)
@@ -452,10 +468,11 @@ def _perception_explain(args: argparse.Namespace) -> int:
     chosen = explain.select_holes(predicted, causes, per_cause=args.holes, count=args.holes)
     methods = None if args.method == "both" else (args.method,)
     baseline = explain.good_reference(predictor, crops) if args.baseline == "good" else "zeros"
-    explain.explanation_grid(predictor, crops[chosen], args.out, names=[names[i] for i in chosen],
-                             truth=None if truth is None else truth[chosen],
-                             causes=None if causes is None else causes[chosen], methods=methods, steps=args.steps,
-                             baseline=baseline)
+    with output_file(args.out, overwrite=args.overwrite, what="picture", inputs=inputs) as tmp:
+        explain.explanation_grid(predictor, crops[chosen], tmp, names=[names[i] for i in chosen],
+                                 truth=None if truth is None else truth[chosen],
+                                 causes=None if causes is None else causes[chosen], methods=methods,
+                                 steps=args.steps, baseline=baseline)
     print(f"explanations of {len(chosen)} holes in {args.out}")
     return 0
 
@@ -486,7 +503,7 @@ def _perception(args: argparse.Namespace) -> int:
     if args.perception_command == "predict":
         from cryorl.outputs import check_output_file
 
-        check_output_file(args.out, overwrite=args.overwrite)
+        check_output_file(args.out, overwrite=args.overwrite, what="predictions", inputs=[args.model, args.data])
     predictor = HoleQualityPredictor.load(args.model)
     # predictions are for every crop, measured or not
     names, crops, ctf = _perception_data(args, args.grids, labelled_only=args.perception_command != "predict")
@@ -506,10 +523,11 @@ def _perception(args: argparse.Namespace) -> int:
                 attack.describe(): predictor.evaluate_attacked(crops, ctf, attack, args.threshold, seed=args.seed)}
         print(pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.4f}"))
         return 0
-    from cryorl.fileio import atomic_write_text
+    from cryorl.outputs import output_file
 
     predicted = predictor.predict(crops, progress=not args.quiet)
-    atomic_write_text(args.out, "".join(f"{n} {v:.2f}\n" for n, v in zip(names, predicted)))
+    with output_file(args.out, overwrite=args.overwrite, what="predictions", inputs=[args.model, args.data]) as tmp:
+        tmp.write_text("".join(f"{n} {v:.2f}\n" for n, v in zip(names, predicted)))
     print(f"{len(names)} predictions (CryoRL format: name, CTFMaxRes) in {args.out}")
     return 0
 
@@ -844,12 +862,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
-    if isinstance(error, KeyError) and len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
-        text = text[1:-1]                      # KeyError quotes its message
-    plain = isinstance(error, (ValueError, LookupError, FileExistsError, FileNotFoundError, RuntimeError)) or \
-        type(error).__module__.startswith("cryorl")
-    return text if plain and text else f"{type(error).__name__}: {text}".rstrip(": ")
+    from cryorl.outputs import one_line
+
+    return one_line(error)
+
+
+def _agent_paths(agents: list[str]) -> list[Path]:
+    """The files and folders named by agent specs (a saved policy folder, human-trace:PATH): inputs too."""
+    paths = [Path(a.split(":", 1)[1]) if a.startswith("human-trace:") else Path(a) for a in agents]
+    return [p for p in paths if os.path.lexists(p.expanduser())]
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import pandas as pd
 from cryorl.atlas import Atlas
 from cryorl.env import CryoEMEnv
 from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.outputs import clip
 from cryorl.quality import predicted_quality
 
 __all__ = ["Plan", "PlanError", "SessionOver", "make_plan", "read_measured", "read_stage_positions", "navigator_text",
@@ -61,7 +62,9 @@ class Plan:
         return self.budget - self.elapsed
 
     def write(self, folder: str | os.PathLike) -> list[Path]:
-        """``plan.csv`` and ``plan.nav`` (stage positions known) or ``targets.txt``, each written atomically."""
+        """``plan.csv`` and ``plan.nav`` (stage positions known) or ``targets.txt``, each written atomically. For
+        the two to change together, write them into a fresh folder that then replaces the plan folder as a whole
+        (:func:`cryorl.outputs.output_folder`, as ``cryorl plan`` does)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "plan.csv") as tmp:
@@ -119,7 +122,12 @@ def read_measured(path: str | os.PathLike, atlas: Atlas, complete_lines_only: bo
     path = Path(path)
     measured: list[tuple[int, float]] = []
     seen: dict[int, int] = {}
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        bom = "UTF-16 " if path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise PlanError(f"{path}: not UTF-8 text ({bom}byte {error.start}: {error.reason}); save it as UTF-8 "
+                        "(plain CSV)") from None
     if complete_lines_only and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     for number, line in enumerate(text.splitlines(), start=1):
@@ -133,13 +141,15 @@ def read_measured(path: str | os.PathLike, atlas: Atlas, complete_lines_only: bo
         try:
             hole = atlas.index(name)
         except KeyError:
-            raise PlanError(f"{path}:{number}: unknown hole {name!r} (not in {atlas.source or 'the grid'})") from None
+            raise PlanError(f"{path}:{number}: unknown hole {clip(repr(name))} (not in "
+                            f"{atlas.source or 'the grid'})") from None
         try:
             ctf = float(value)
         except ValueError:
-            raise PlanError(f"{path}:{number}: CTFMaxRes {value!r} of {name} is not a number") from None
+            raise PlanError(f"{path}:{number}: CTFMaxRes {clip(repr(value))} of {clip(name)} is not a number") \
+                from None
         if not np.isfinite(ctf) or ctf <= 0:
-            raise PlanError(f"{path}:{number}: CTFMaxRes {value!r} of {name} must be a positive number")
+            raise PlanError(f"{path}:{number}: CTFMaxRes {clip(repr(value))} of {name} must be a positive number")
         if hole in seen:
             raise PlanError(f"{path}:{number}: {name} was measured twice (first on line {seen[hole]})")
         seen[hole] = number
@@ -152,7 +162,7 @@ def _hole_index(atlas: Atlas, hole: str | int) -> int:
         try:
             return atlas.index(hole)
         except KeyError:
-            raise PlanError(f"unknown start hole {hole!r} (not in {atlas.source or 'the grid'})") from None
+            raise PlanError(f"unknown start hole {clip(repr(hole))} (not in {atlas.source or 'the grid'})") from None
     index = int(hole)
     if not 0 <= index < len(atlas):
         raise PlanError(f"start hole index {index} is outside the grid's {len(atlas)} holes")

@@ -1,15 +1,19 @@
 """Nothing lost, nothing silently wrong: output folders, one-line CLI errors, checkpoints, shipped names."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cryorl.cli import main
-from cryorl.outputs import OutputExistsError, output_folder
+from cryorl.outputs import JOURNAL, OutputExistsError, clip, one_line, output_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data_samples" / "session"
@@ -91,9 +95,16 @@ def test_a_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(tmp_
     assert (out / "report.md").read_text() == "first"
     dead = tmp_path / f".report.partial-{2 ** 22 + 7}-abc"      # a run killed with -9 (no such process id)
     dead.mkdir()
+    (dead / "report.md").write_text("half")
+    (dead / JOURNAL).write_text(json.dumps({"role": "new", "pid": 2 ** 22 + 7, "host": socket.gethostname(),
+                                            "run": dead.name, "target": "report"}))
+    unknown = tmp_path / f".report.partial-{2 ** 22 + 7}-xyz"   # no journal: nothing proves it temporary
+    unknown.mkdir()
+    (unknown / "notes.txt").write_text("whose?")
     with output_folder(out, overwrite=True) as folder:
         (folder / "report.md").write_text("second")
-    assert (out / "report.md").read_text() == "second" and not dead.exists()
+    assert (out / "report.md").read_text() == "second" and not dead.exists() and unknown.exists()
+    shutil.rmtree(unknown)
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
     with pytest.raises(OutputExistsError, match="already holds files"):
         with output_folder(out):
@@ -212,3 +223,149 @@ def test_checkpoints_are_atomic_pruned_and_resume_falls_back(tmp_path):
         path.write_bytes(b"not a zip")                                            # no checkpoint loads
     with pytest.raises(RuntimeError, match="none of the 2 checkpoints .* loads as a MaskedDQN model"):
         train(config, run, seed=0, timesteps=600, progress_bar=False, log=lambda _: None)
+
+
+def immutable_folder(path: Path):
+    """A folder this process cannot write into, even as root (chattr +i), or None where that cannot be made."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return path
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        return path
+    return None
+
+
+def release_immutable(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o755)
+
+
+def test_unwritable_places_are_refused_before_any_work_in_one_line(tmp_path, capsys):
+    locked = immutable_folder(tmp_path / "locked")
+    if locked is None:
+        pytest.skip("cannot make an unwritable folder here")
+    try:
+        nothing = tmp_path / "nothing"                    # no data: the work would fail, so the check came first
+        nothing.mkdir()
+        cases = [["evaluate", "--agent", "random", "--data", str(nothing), "--out", str(locked / "ev"), *QUICK],
+                 ["plan", "--data", str(nothing), "--budget", "20", "--out", str(locked / "p")],
+                 ["holes", str(nothing), "--out", str(locked / "holes.csv"), "--quiet"],
+                 ["train", "--run-dir", str(locked), "--timesteps", "10", "--no-progress"]]
+        for command in cases:
+            assert main(command) == 2, command
+            err = capsys.readouterr().err
+            assert err.startswith("cryorl: cannot write") and str(locked) in err and err.count("\n") == 1, err
+            assert "choose a writable" in err, err
+        assert list(locked.iterdir()) == []
+    finally:
+        release_immutable(locked)
+
+
+def test_a_mount_point_out_is_refused_before_any_work(capsys):
+    if not os.path.ismount("/dev/shm"):
+        pytest.skip("no /dev/shm mount point")
+    assert main(["plan", "--data", str(SAMPLES), "--split", "sample", "--budget", "20", "--out", "/dev/shm"]) == 2
+    err = capsys.readouterr().err
+    assert "--out /dev/shm is a mount point" in err and err.count("\n") == 1
+
+
+def test_os_errors_name_the_path_and_what_to_do(tmp_path):
+    error = OSError(30, "Read-only file system", str(tmp_path / "run" / "eval.csv"))
+    assert one_line(error) == f"{tmp_path / 'run' / 'eval.csv'}: Read-only file system; that file system is " \
+                              "read-only: choose a writable place"
+    assert one_line(OSError(39, "Directory not empty", "a", None, "b")) == \
+        "a -> b: Directory not empty; it already holds files: choose another place"
+    assert one_line(PermissionError(13, "Permission denied", "/x")).endswith("check its permissions, or choose "
+                                                                                "another place")
+
+
+def test_user_strings_are_cut_in_messages(tmp_path, capsys):
+    huge = "h" * 5_000_000
+    assert len(clip(huge)) == 200 and clip(huge).endswith("(5,000,000 characters)") and clip("short") == "short"
+    assert main(["plan", "--data", str(SAMPLES), "--split", "sample", "--budget", "20", "--start", huge,
+                 "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown start hole 'hhh" in err and len(err) < 400 and err.count("\n") == 1, len(err)
+    measured = tmp_path / "measured.csv"
+    measured.write_text(f"{huge} {huge},5.0\n")                      # a name with a space: two long words
+    assert main(["plan", "--data", str(SAMPLES), "--split", "sample", "--budget", "20", "--measured",
+                 str(measured), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert f"{measured}:1: unknown hole" in err and len(err) < 700 and err.count("\n") == 1, len(err)
+    assert main(["evaluate", "--agent", huge, "--out", str(tmp_path / "e"), *QUICK]) == 2     # cut on the way out
+    err = capsys.readouterr().err
+    assert "hhh… (5,000,000 characters):" in err and len(err) < 400 and err.count("\n") == 1, err
+
+
+def test_a_utf16_measured_file_is_named(tmp_path, capsys):
+    measured = tmp_path / "measured.csv"
+    measured.write_text("hole,ctf\n", encoding="utf-16")              # what some Windows editors save
+    assert main(["plan", "--data", str(SAMPLES), "--split", "sample", "--budget", "20", "--measured",
+                 str(measured), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cryorl: {measured}: not UTF-8 text (UTF-16 byte 0") and "save it as UTF-8" in err
+
+
+def test_a_pickle_in_place_of_weights_is_not_a_cryorl_weights_file(tmp_path, capsys):
+    import collections
+    import pickle
+
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "config.json").write_text(json.dumps({"format": "cryorl-hole-scorer/2", "hidden": 16}))
+    with open(policy / "scorer.pt", "wb") as handle:
+        pickle.dump({"weights": collections.OrderedDict(), "hook": os.system}, handle)
+    assert main(["evaluate", "--agent", str(policy), "--out", str(tmp_path / "ev"), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err == f"cryorl: {policy / 'scorer.pt'}: not a cryorl weights file (it holds Python objects other " \
+                  "than tensors, which cryorl never unpickles)\n", err
+    from cryorl.perception.predictor import HoleQualityPredictor
+
+    model = tmp_path / "model"
+    HoleQualityPredictor("bl_resnet_test", input_size=32).save(model)
+    shutil.copy(policy / "scorer.pt", model / "model.pt")
+    assert main(["perception", "predict", "--model", str(model), "--data", str(SAMPLES), "--out",
+                 str(tmp_path / "p.txt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt: not a cryorl weights file" in err and "weights_only" not in err, err
+
+
+TRAIN = {"algo": "dqn", "n_timesteps": 300, "checkpoint_freq": 200, "keep_checkpoints": 2,
+         "env": {"budgets": [30], "sources": [{"grid": {"n_holes": 60}}]},
+         "eval": {"freq": 100, "episodes": 1, "budget": 30, "grid": {"n_holes": 60}, "grid_seeds": [5]},
+         "policy_kwargs": {"net_arch": [16]}, "learning_starts": 50, "buffer_size": 500, "batch_size": 16}
+
+
+def test_a_run_folder_is_locked_and_a_resumed_run_repeats_no_eval_rows(tmp_path):
+    from cryorl.agents.training import train
+    from cryorl.fileio import host_tag
+    from cryorl.outputs import OutputBusyError
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cryorl.outputs import lock_folder\n"
+                               "lock = lock_folder(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(60)",
+                               str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputBusyError, match=f"the run folder {run} is in use by another cryorl run "
+                                                  f"\\(pid {holder.pid} on"):
+            train(TRAIN, run, seed=0, progress_bar=False, log=lambda _: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    # 300 steps: a checkpoint at 200, eval rows at 0, 100, 200, 300 — as a run killed at 350 steps leaves it
+    train(TRAIN, run, seed=0, progress_bar=False, log=lambda _: None)
+    assert pd.read_csv(run / "eval.csv")["timesteps"].tolist() == [0, 100, 200, 300]
+    orphans = [run / "checkpoints" / f".model_replay_buffer_400_steps.pkl.{2 ** 22 + 7}-{host_tag()}-x1y2z3w4.part",
+               run / "checkpoints" / ".model_replay_buffer_400_steps.pkl.abc123.part",          # an earlier version's
+               run / ".eval.csv.a1b2c3.part"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half a replay buffer")
+    messages = []
+    train(TRAIN, run, seed=0, timesteps=400, progress_bar=False, log=messages.append)
+    assert "(200 steps)" in " ".join(messages) and not any(orphan.exists() for orphan in orphans)
+    assert pd.read_csv(run / "eval.csv")["timesteps"].tolist() == [0, 100, 200, 300, 400]   # 300 once
+    assert not (run / ".cryorl.lock").exists()
+    assert not [p for p in run.rglob("*") if p.name.endswith(".part") or ".partial-" in p.name]

@@ -18,7 +18,7 @@ import torch
 from cryorl.agents.base import Policy
 from cryorl.agents.network import HoleScorer, observation_to_tensors
 from cryorl.agents.signals import SIGNAL_KEYS, SignalSource
-from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.fileio import NotWeightsError, atomic_path, atomic_write_text, load_weights
 
 __all__ = ["LearnedPolicy", "scorer_from_model"]
 
@@ -98,8 +98,10 @@ class LearnedPolicy(Policy):
             raise ValueError(f"{config_path}: unknown policy format {config.get('format')!r}")
         scorer = HoleScorer(hidden=int(config["hidden"]))
         try:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            state = load_weights(weights_path)
             scorer.load_state_dict(state)
+        except NotWeightsError:
+            raise
         except Exception as error:  # corrupt file, wrong shapes
             raise ValueError(f"{weights_path}: cannot load the policy weights ({error})") from None
         metadata = {k: v for k, v in config.items() if k not in ("format", "name", "hidden")}

@@ -35,7 +35,7 @@ from cryorl.agents.learned import LearnedPolicy, scorer_from_model
 from cryorl.agents.signals import PlannerSignals
 from cryorl.atlas import Atlas
 from cryorl.env import CryoEMEnv
-from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.fileio import atomic_path, atomic_write_text, remove_orphaned_parts
 from cryorl.grids import SimulatedGrid
 from cryorl.quality import as_classifier
 from cryorl.synth import GridSpec, simulate_atlas
@@ -252,6 +252,17 @@ class EvalGoodExposures(BaseCallback):
             previous = pd.read_csv(self.history_path)
             self.best = float(previous["good_mean"].max()) if len(previous) else -np.inf
 
+    def truncate(self, steps: int) -> None:
+        """Drop the rows after ``steps`` (a run resumed from that checkpoint evaluates those steps again)."""
+        if not self.history_path.exists():
+            return
+        history = pd.read_csv(self.history_path)
+        kept = history[history["timesteps"] <= steps]
+        if len(kept) < len(history):
+            with atomic_path(self.history_path) as tmp:
+                kept.to_csv(tmp, index=False)
+        self.best = float(kept["good_mean"].max()) if len(kept) else -np.inf
+
     def _mean_good(self, policy) -> float:
         settings, env = self.config.eval, self.config.env
         goods = [summarize(evaluate_policy(policy, atlas, episodes=settings.episodes, seed=10_000,
@@ -286,7 +297,7 @@ class EvalGoodExposures(BaseCallback):
             self.best = good
             policy.metadata = {"algo": self.config.algo, "timesteps": int(self.num_timesteps),
                                "eval_good_mean": good, "eval_planner_good_mean": self.planner_good}
-            policy.save(self.run_dir / "best")
+            _save_policy(policy, self.run_dir / "best")
         self.log(f"[{self.num_timesteps} steps] held-out good exposures {good:.1f} (best {self.best:.1f}; "
                  f"planner {self.planner_good:.1f})")
 
@@ -307,6 +318,14 @@ def _imitate(model, config: TrainingConfig, fns: list, run_dir: Path, seed: int,
         frame.to_csv(tmp, index=False)
 
 
+def _save_policy(policy: LearnedPolicy, folder: Path) -> None:
+    """``best/`` and ``policy/`` change as one unit (weights and config together): a fresh folder swapped in."""
+    from cryorl.outputs import output_folder
+
+    with output_folder(folder, overwrite=True, what="policy") as tmp:
+        policy.save(tmp)
+
+
 def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0,
           timesteps: int | None = None, progress_bar: bool = True, name: str | None = None,
           log=print) -> LearnedPolicy:
@@ -319,15 +338,30 @@ def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *
     the held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time). Re-running with the same
     ``run_dir`` resumes from the newest checkpoint that loads. Checkpoints are SB3 zips, which unpickle Python
     objects: a run folder is trusted like code; resume only runs you made (shipped policies are plain weights).
+
+    One run at a time: ``run_dir/.cryorl.lock`` refuses a second (an unwritable ``run_dir`` is refused there,
+    before any work). A resumed run first removes the temporary ``.part`` files a killed run left (a replay
+    buffer can be ~1 GB) and the ``eval.csv`` rows after its checkpoint, which it evaluates again.
     """
+    from cryorl.outputs import lock_folder
+
+    config = TrainingConfig.from_mapping(config)
+    run_dir = Path(run_dir)
+    with lock_folder(run_dir, what="run folder"):
+        for folder in (run_dir, run_dir / "checkpoints"):
+            removed = remove_orphaned_parts(folder, untagged=True)       # we hold the lock: no writer is alive
+            if removed:
+                log(f"removed {len(removed)} temporary files of an interrupted run from {folder}")
+        return _train(config, run_dir, seed=seed, timesteps=timesteps, progress_bar=progress_bar, name=name, log=log)
+
+
+def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int | None, progress_bar: bool,
+           name: str | None, log) -> LearnedPolicy:
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.utils import set_random_seed
 
     from cryorl.agents.sb3 import MaskedDQN
 
-    config = TrainingConfig.from_mapping(config)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     name = name or config.algo
     total = int(timesteps if timesteps is not None else config.n_timesteps)
     set_random_seed(seed)
@@ -344,10 +378,12 @@ def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *
             save_checkpoint(model, run_dir / "checkpoints", replay_buffer=False, keep=config.keep_checkpoints)
     remaining = max(total - model.num_timesteps, 0)
     started = time.time()
+    evaluation = EvalGoodExposures(config, run_dir, eval_atlases, name, log)
+    evaluation.truncate(int(model.num_timesteps))            # rows of steps this run will evaluate again
     if remaining:
         callbacks = [AtomicCheckpoint(run_dir / "checkpoints", config.checkpoint_freq,
                                       replay_buffer=config.algo == "dqn", keep=config.keep_checkpoints),
-                     EvalGoodExposures(config, run_dir, eval_atlases, name, log)]
+                     evaluation]
         model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume, progress_bar=progress_bar,
                     tb_log_name=name)
     wall = time.time() - started
@@ -356,7 +392,7 @@ def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *
     metadata = {"algo": config.algo, "timesteps": int(model.num_timesteps), "seed": seed,
                 "wall_seconds_this_run": round(wall, 1), "torch_threads": torch.get_num_threads()}
     policy = LearnedPolicy.from_model(model, name, metadata)
-    policy.save(run_dir / "policy")
+    _save_policy(policy, run_dir / "policy")
     record = {"config": config.to_mapping(), **metadata}
     atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2, default=str) + "\n")
     return policy

@@ -17,7 +17,8 @@ from cryorl.images.mrc import MrcError, read_mrc
 from cryorl.images.synth_session import CROPS_DIR
 from cryorl.images.vision import find_holes
 
-__all__ = ["look_at_session", "plot_atlas", "plot_square_holes", "plot_crops", "add_scale_bar", "LOOK_DPI"]
+__all__ = ["look_at_session", "look_inputs", "plot_atlas", "plot_square_holes", "plot_crops", "add_scale_bar",
+           "LOOK_DPI"]
 
 LOOK_DPI = 150
 NO_PIXEL_SIZE = "pixel size unknown: no scale bar"
@@ -186,6 +187,17 @@ def plot_crops(directory: Path, n: int = 48, axes=None):
         ax.set_xticks([])
         ax.set_yticks([])
     return axes
+
+
+def look_inputs(directory: str | os.PathLike) -> list[Path]:
+    """What :func:`look_at_session` reads in a session folder (``atlas/``, ``squares/``, ``crops/``, the patch
+    images, the CTF table): an output folder must not be, hold or lie inside any of them (``DIR/look`` may)."""
+    from cryorl.loaders import ctf_tables
+
+    directory = Path(directory)
+    folders = [directory / name for name in ("atlas", "squares", CROPS_DIR, "patches")]
+    loose = [] if (directory / "patches").is_dir() else sorted(directory.glob("*.mrc"))   # patches in DIR itself
+    return [p for p in folders if p.exists()] + loose + ctf_tables(directory)
 
 
 def look_at_session(directory: str | os.PathLike, out: str | os.PathLike | None = None,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cryorl.atlas import MAX_FEATURE_CTF
-from cryorl.fileio import atomic_path, atomic_write_text
+from cryorl.fileio import NotWeightsError, atomic_path, atomic_write_text, load_weights
 from cryorl.perception.registry import create_model, model_entry
 from cryorl.perception.robust import Attack, perturb
 
@@ -192,8 +192,10 @@ class HoleQualityPredictor:
         predictor = cls(config["backbone"], target=config["target"], loss=config["loss"],
                         bins=tuple(config["bins"]), input_size=config["input_size"], overrides=config["overrides"])
         try:
-            state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+            state = load_weights(folder / "model.pt")
             predictor.model.load_state_dict(state)
+        except NotWeightsError:
+            raise
         except FileNotFoundError:
             raise FileNotFoundError(f"no weights in {folder} (model.pt missing)") from None
         except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from cryorl.fileio import atomic_path
+from cryorl.fileio import NotWeightsError, atomic_path, load_weights
 from cryorl.perception import distributed
 from cryorl.perception.augment import Rows, apply_standard, draw_standard
 from cryorl.perception.robust import Attack, perturb
@@ -107,7 +107,9 @@ def _fingerprint(predictor: HoleQualityPredictor, schedule: Schedule, y: torch.T
 
 def _load_checkpoint(path: Path, fingerprint: dict) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
+    except NotWeightsError as error:
+        raise CheckpointError(f"{path}: not a cryorl perception checkpoint ({error})") from None
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path} to resume from") from None
     except Exception as error:                       # noqa: BLE001 (torch raises many kinds for a bad file)
