@@ -254,8 +254,9 @@ def _acquire(path: Path, describe: str, wait: float = 0.5) -> OutputLock:
         try:
             fd = _open_lock(path)
         except OSError as error:
-            raise OutputNotWritableError(f"cannot write {describe}: {path.parent}: {error.strerror or error}; "
-                                         "choose a writable place") from None
+            where = "" if describe.endswith(str(path.parent)) else f"{path.parent}: "
+            raise OutputNotWritableError(f"cannot write {describe}: {where}{error.strerror or error}; choose a "
+                                         "writable place") from None
         if fd is None:                               # held by a live process
             owner = path.read_text() if path.exists() else ""
             if time.monotonic() < deadline:
