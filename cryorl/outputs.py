@@ -254,8 +254,9 @@ def _acquire(path: Path, describe: str, wait: float = 0.5) -> OutputLock:
         try:
             fd = _open_lock(path)
         except OSError as error:
-            raise OutputNotWritableError(f"cannot write {describe}: {path.parent}: {error.strerror or error}; "
-                                         "choose a writable place") from None
+            where = "" if describe.endswith(str(path.parent)) else f"{path.parent}: "
+            raise OutputNotWritableError(f"cannot write {describe}: {where}{error.strerror or error}; choose a "
+                                         "writable place") from None
         if fd is None:                               # held by a live process
             owner = path.read_text() if path.exists() else ""
             if time.monotonic() < deadline:
@@ -441,7 +442,7 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
-def _recover_if_free(target: Path, what: str) -> None:
+def _recover_if_free(target: Path) -> None:
     """Take the target's lock for a moment and finish dead runs' swaps; refuse a target another run holds."""
     if not target.parent.is_dir():
         return
@@ -465,7 +466,7 @@ def check_output_folder(path: str | os.PathLike, *, overwrite: bool = False, wha
         raise OutputNotWritableError(f"--out {target} is a mount point, which cannot be replaced as a whole; "
                                      f"give a folder inside it (e.g. {target / 'out'})")
     _probe(target, what)
-    _recover_if_free(target, what)
+    _recover_if_free(target)
     if _occupied(target) and not overwrite:
         raise OutputExistsError(f"{target} already holds files; choose another --out, or pass --overwrite to "
                                 f"replace that folder as a whole with the new {what}")
@@ -583,7 +584,7 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool = False, what:
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target} already exists; choose another --out, or pass --overwrite to replace it")
     _probe(target, what)
-    _recover_if_free(target, what)
+    _recover_if_free(target)
     return target
 
 
