@@ -27,7 +27,7 @@ def test_attacks_stay_in_budget_and_raise_the_loss(attack):
     crops, ctf = data([1])
     x, y = predictor.preprocess(crops[:64]), torch.as_tensor(predictor.targets(ctf[:64]), dtype=torch.float32)
     predictor.model.train()
-    adversarial = perturb(predictor.model, predictor._loss, x, y, attack, torch.Generator().manual_seed(0))
+    adversarial = perturb(predictor.model, predictor.loss, x, y, attack, torch.Generator().manual_seed(0))
     assert predictor.model.training                                   # the mode is restored
     delta = (adversarial - x).flatten(1)
     size = delta.abs().amax(dim=1) if attack.norm == "linf" else delta.norm(dim=1)
@@ -36,7 +36,7 @@ def test_attacks_stay_in_budget_and_raise_the_loss(attack):
         assert torch.allclose(delta.abs()[delta != 0], torch.tensor(attack.epsilon))
     predictor.model.eval()
     with torch.no_grad():
-        clean, attacked = (predictor._loss(predictor.model(v), y).item() for v in (x, adversarial))
+        clean, attacked = (predictor.loss(predictor.model(v), y).item() for v in (x, adversarial))
     assert attacked > clean
 
 

@@ -75,7 +75,7 @@ class DecodedCTF(nn.Module):
         super().__init__()
         self.model = predictor.model
         self.bins = predictor.config["target"] == "bins"
-        self.register_buffer("centres", predictor._centres.clone(), persistent=False)    # Å, one per bin
+        self.register_buffer("centres", predictor.bin_centres.clone(), persistent=False)    # Å, one per bin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         output = self.model(x)

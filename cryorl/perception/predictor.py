@@ -61,7 +61,7 @@ class HoleQualityPredictor:
         self.movies = model_entry(backbone).family == "temporal"
         self.model = create_model(backbone, in_chans=1, num_outputs=outputs, **self.config["overrides"])
         edges = np.asarray(bins, float)
-        self._centres = torch.tensor(np.concatenate([[edges[0] - 0.5], (edges[1:] + edges[:-1]) / 2,
+        self.bin_centres = torch.tensor(np.concatenate([[edges[0] - 0.5], (edges[1:] + edges[:-1]) / 2,
                                                      [(edges[-1] + MAX_FEATURE_CTF) / 2]]), dtype=torch.float32)
 
     @property
@@ -103,7 +103,9 @@ class HoleQualityPredictor:
         return np.clip(np.nan_to_num(np.asarray(ctf, np.float64), nan=MAX_FEATURE_CTF), 0.0, MAX_FEATURE_CTF)
 
     # -- training ----------------------------------------------------------------------------------------------
-    def _loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of model ``output`` against CTFMaxRes ``y`` (Å, clipped): smooth L1 / L2 on the
+        scaled CTFMaxRes, or cross-entropy over the CTF bins."""
         if self.config["target"] == "bins":
             classes = torch.bucketize(y, torch.tensor(self.config["bins"], dtype=y.dtype), right=True)
             return F.cross_entropy(output, classes)
@@ -114,7 +116,7 @@ class HoleQualityPredictor:
 
     def _decode(self, output: torch.Tensor) -> torch.Tensor:
         if self.config["target"] == "bins":
-            return torch.softmax(output, dim=1) @ self._centres
+            return torch.softmax(output, dim=1) @ self.bin_centres
         return output[:, 0].clamp(0.0, 1.0) * MAX_FEATURE_CTF
 
     def fit(self, crops: np.ndarray, ctf: np.ndarray, *, validation: tuple[np.ndarray, np.ndarray] | None = None,
@@ -163,7 +165,7 @@ class HoleQualityPredictor:
         y_all = torch.as_tensor(self.targets(ctf), dtype=torch.float32)
         predicted = []
         for start in range(0, len(x_all), batch_size):
-            x = perturb(self.model, self._loss, x_all[start:start + batch_size], y_all[start:start + batch_size],
+            x = perturb(self.model, self.loss, x_all[start:start + batch_size], y_all[start:start + batch_size],
                         attack, generator)
             with torch.no_grad():
                 self.model.eval()

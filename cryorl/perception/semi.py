@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from cryorl.perception.augment import DEFAULT_POLICY, OPERATIONS, AugmentPolicy, Rows, apply_standard, draw_standard
-from cryorl.perception.training import _frozen_running_stats
+from cryorl.perception.training import frozen_running_stats
 
 if TYPE_CHECKING:
     from cryorl.perception.predictor import HoleQualityPredictor
@@ -87,9 +87,9 @@ class FixMatch:
         weak = apply_standard(xu, draws["weak"], rows)
         strong = self.policy.apply(weak, draws["strong"], rows)
         labelled, weak_logits = net(torch.cat([x, weak]).to(device)).split([len(x), len(xu)])
-        with _frozen_running_stats(net, True):                        # statistics of unaltered crops only
+        with frozen_running_stats(net, True):                        # statistics of unaltered crops only
             strong_logits = net(strong.to(device))
-        supervised = predictor._loss(labelled, y.to(device))
+        supervised = predictor.loss(labelled, y.to(device))
         probabilities = torch.softmax(weak_logits.detach(), dim=1)
         confidence, pseudo = probabilities.max(dim=1)
         if self.temperature > 0:                                      # sharpened, keeps the bins' order

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -39,10 +39,19 @@ from cryorl.perception import distributed
 from cryorl.perception.augment import Rows, apply_standard, draw_standard
 from cryorl.perception.robust import Attack, perturb
 
-if TYPE_CHECKING:
-    from cryorl.perception.predictor import HoleQualityPredictor
 
-__all__ = ["Schedule", "train", "CheckpointError", "LR_SCALINGS"]
+class TrainablePredictor(Protocol):
+    """What the loop needs of a predictor (:class:`cryorl.perception.predictor.HoleQualityPredictor` has it; this
+    module does not import it, so that the predictor may import the loop)."""
+    model: torch.nn.Module
+    config: dict
+
+    def preprocess(self, crops: np.ndarray) -> torch.Tensor: ...
+    def targets(self, ctf: np.ndarray) -> np.ndarray: ...
+    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+    def evaluate(self, crops: np.ndarray, ctf: np.ndarray, threshold: float = 6.0) -> dict[str, float]: ...
+
+__all__ = ["Schedule", "train", "CheckpointError", "LR_SCALINGS", "frozen_running_stats"]
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 CHECKPOINT_FORMAT = "cryorl-perception-checkpoint/1"
@@ -83,7 +92,7 @@ class Schedule:
 
 
 @contextlib.contextmanager
-def _frozen_running_stats(model: torch.nn.Module, frozen: bool) -> Iterator[None]:
+def frozen_running_stats(model: torch.nn.Module, frozen: bool) -> Iterator[None]:
     """Batch norms normalise with the batch but leave their running statistics alone (momentum 0)."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
              and m.momentum is not None] if frozen else []
@@ -97,7 +106,7 @@ def _frozen_running_stats(model: torch.nn.Module, frozen: bool) -> Iterator[None
             m.momentum = momentum
 
 
-def _fingerprint(predictor: HoleQualityPredictor, schedule: Schedule, y: torch.Tensor, seed: int, augment: bool,
+def _fingerprint(predictor: TrainablePredictor, schedule: Schedule, y: torch.Tensor, seed: int, augment: bool,
                  adversarial: Attack | None, semi: Any, unlabelled: int) -> dict:
     return {"predictor": {k: v for k, v in predictor.config.items()}, "schedule": asdict(schedule), "seed": seed,
             "augment": augment, "adversarial": adversarial.describe() if adversarial else None,
@@ -123,7 +132,7 @@ def _load_checkpoint(path: Path, fingerprint: dict) -> dict:
     return state
 
 
-def train(predictor: HoleQualityPredictor, crops: np.ndarray, ctf: np.ndarray, *,
+def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
           validation: tuple[np.ndarray, np.ndarray] | None = None, schedule: Schedule = Schedule(),
           augment: bool = True, seed: int = 0, progress: bool = True, adversarial: Attack | None = None,
           semi: Any = None, unlabelled: np.ndarray | None = None, checkpoint: str | Path | None = None,
@@ -209,15 +218,15 @@ def train(predictor: HoleQualityPredictor, crops: np.ndarray, ctf: np.ndarray, *
                 if draws is not None:
                     x = apply_standard(x, draws, rows)
                 if adversarial is not None:
-                    x = perturb(model, predictor._loss, x, y, adversarial,
+                    x = perturb(model, predictor.loss, x, y, adversarial,
                                 start=rows.take(attack_start) if attack_start is not None else None)
                 micro_batches.append((a, rows, x, y))
             for a, rows, x, y in micro_batches:
                 share = len(x) / len(index)
                 sync = net.no_sync() if net is not model and a < accumulate - 1 else contextlib.nullcontext()
-                with sync, _frozen_running_stats(model, a > 0 or rank > 0):
+                with sync, frozen_running_stats(model, a > 0 or rank > 0):
                     if semi is None:
-                        loss = predictor._loss(net(x.to(processes.device)), y.to(processes.device))
+                        loss = predictor.loss(net(x.to(processes.device)), y.to(processes.device))
                     else:
                         loss, extra = semi.loss(net, predictor, x, y, u_all, semi_draws, rows, processes.device)
                         extras.append(extra)
