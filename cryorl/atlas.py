@@ -17,12 +17,18 @@ import pandas as pd
 
 from cryorl.fileio import atomic_path
 
-__all__ = ["Atlas", "AtlasError", "FIT_FAILURE_CTF", "MAX_FEATURE_CTF"]
+__all__ = ["Atlas", "AtlasError", "FIT_FAILURE_CTF", "MAX_FEATURE_CTF", "clip_ctf"]
 
 FIT_FAILURE_CTF = 100.0
 """CTFMaxRes values at or above this (Å) are CTF-fit failures (the CryoRL files use the 100000 sentinel)."""
 MAX_FEATURE_CTF = 20.0
 """CTFMaxRes is clipped at this value (Å) wherever it is used as a feature, as in the CryoRL papers."""
+
+
+def clip_ctf(values, missing: float = MAX_FEATURE_CTF) -> np.ndarray:
+    """CTFMaxRes as features, scores and pictures use it: in [0, 20] Å (a failed fit, ≥ 100 Å, counts as 20 Å),
+    unknown values (NaN) as ``missing``. The one home of the papers' 20 Å cap."""
+    return np.clip(np.nan_to_num(np.asarray(values, np.float64), nan=missing), 0.0, MAX_FEATURE_CTF)
 
 
 class AtlasError(ValueError):

@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 from gymnasium import spaces
 
-from cryorl.atlas import MAX_FEATURE_CTF, Atlas
+from cryorl.atlas import MAX_FEATURE_CTF, Atlas, clip_ctf
 from cryorl.calibration import default_calibration
 from cryorl.quality import predicted_quality
 
@@ -79,7 +79,7 @@ class CompactFeatures(_FeatureSet):
         self._probability = self._pad(default_calibration(threshold).probability_good(atlas), np.float32)
         self._hierarchy = self._pad(self.ids, np.int32)
         self._is_hole = self._pad(np.ones(self.n), np.int8)
-        self._truth = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
+        self._truth = clip_ctf(atlas.true_ctf)
 
     def observation_space(self) -> spaces.Dict:
         m, ctf_max = self.max_holes, MAX_FEATURE_CTF
@@ -130,7 +130,7 @@ class CryoRLFeatures(_FeatureSet):
         super().__init__(atlas, max_holes, threshold, costs)
         self.history = history
         self.category = not atlas.has_ctf_predictions
-        truth = np.minimum(np.nan_to_num(atlas.true_ctf, nan=np.inf), MAX_FEATURE_CTF)
+        truth = clip_ctf(atlas.true_ctf)
         self._truth_good = truth <= threshold
         if self.category:
             self._hole_value = atlas.predicted_good.astype(np.float32)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "umask", "exchange", "rename_noreplace",
+__all__ = ["atomic_path", "atomic_write_text", "umask", "exchange", "rename_noreplace",
            "remove_orphaned_parts", "pid_alive", "host_tag", "load_weights", "NotWeightsError"]
 
 KILL_AT_ENV = "CRYORL_TEST_KILL_AT"          # tests: SIGKILL this process at the k-th kill point (1-based)
@@ -140,12 +140,6 @@ def umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-    return Path(path)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
     return Path(path)
 
 

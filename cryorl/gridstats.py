@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cryorl.atlas import MAX_FEATURE_CTF, Atlas
+from cryorl.atlas import MAX_FEATURE_CTF, Atlas, clip_ctf
 
 __all__ = ["grid_statistics", "eta_squared"]
 
@@ -26,7 +26,7 @@ def eta_squared(values: np.ndarray, groups: np.ndarray) -> float:
 def grid_statistics(atlas: Atlas, threshold: float = 6.0) -> dict[str, float]:
     """Hierarchy counts, quality distribution, within-patch/-square clustering and prediction quality."""
     measured = np.isfinite(atlas.true_ctf)
-    ctf = np.minimum(atlas.true_ctf, MAX_FEATURE_CTF)
+    ctf = np.where(np.isfinite(atlas.true_ctf), clip_ctf(atlas.true_ctf), np.nan)
     good = atlas.is_good(threshold)
     per_patch = atlas.holes_per_patch()
     patches_per_square = np.bincount(np.unique(np.stack([atlas.square, atlas.patch]), axis=1)[0])

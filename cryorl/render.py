@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryorl.atlas import MAX_FEATURE_CTF, Atlas
+from cryorl.atlas import Atlas, clip_ctf
 
 __all__ = ["map_coordinates", "plot_grid_map", "ctf_colour_scale", "add_ctf_colorbar", "render_rgb", "render_ansi"]
 
@@ -95,7 +95,7 @@ def plot_grid_map(atlas: Atlas, ax=None, *, visited: np.ndarray | None = None, p
     x, y, squares = coordinates if coordinates is not None else map_coordinates(atlas)
     boxes = [Rectangle((cx - side / 2, cy - side / 2), side, side) for cx, cy, side in squares]
     ax.add_collection(PatchCollection(boxes, facecolor="0.93", edgecolor="0.75", linewidth=0.5, zorder=0))
-    ctf = np.minimum(np.nan_to_num(atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
+    ctf = clip_ctf(atlas.true_ctf)
     cmap, norm = ctf_colour_scale(threshold)
     size = max(2.0, 3000.0 / max(len(atlas), 1))
     exposed = visited is not None and visited.any()

@@ -21,7 +21,6 @@ from cryorl.costs import switch_level
 
 __all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "observation_to_tensors", "guide_picks"]
 
-LEVELS = ("tile", "square", "patch")
 N_GROUP_FEATURES = 7
 N_SIGNAL_FEATURES = 5
 N_GREEDY_FEATURES = 4

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cryorl.atlas import MAX_FEATURE_CTF
+from cryorl.atlas import MAX_FEATURE_CTF, clip_ctf
 from cryorl.fileio import NotWeightsError, atomic_path, atomic_write_text, load_weights
 from cryorl.perception.registry import create_model, model_entry
 from cryorl.perception.robust import Attack, perturb
@@ -32,7 +32,7 @@ def quality_metrics(predicted: np.ndarray, ctf: np.ndarray, threshold: float = 6
     "≤ threshold"."""
     from scipy.stats import pearsonr, spearmanr
 
-    truth = np.clip(np.nan_to_num(np.asarray(ctf, float), nan=MAX_FEATURE_CTF), 0.0, MAX_FEATURE_CTF)
+    truth = clip_ctf(ctf)
     predicted = np.asarray(predicted, float)
     good, called = truth <= threshold, predicted <= threshold
     tp = float((good & called).sum())
@@ -100,7 +100,7 @@ class HoleQualityPredictor:
 
     @staticmethod
     def targets(ctf: np.ndarray) -> np.ndarray:
-        return np.clip(np.nan_to_num(np.asarray(ctf, np.float64), nan=MAX_FEATURE_CTF), 0.0, MAX_FEATURE_CTF)
+        return clip_ctf(ctf)
 
     # -- training ----------------------------------------------------------------------------------------------
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

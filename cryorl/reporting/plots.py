@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cryorl.atlas import MAX_FEATURE_CTF, Atlas
+from cryorl.atlas import MAX_FEATURE_CTF, Atlas, clip_ctf
 from cryorl.figures import figure_of, new_figure
 
 __all__ = ["is_simulated", "human_groups", "cumulative_good", "identical_groups",
@@ -166,7 +166,7 @@ def plot_ctf_histograms(steps: pd.DataFrame, budget: float, threshold: float, hu
         ax = axes[k]
         frame = at_budget[at_budget["panel"] == name]
         episodes = frame.groupby(["agent", "episode"]).ngroups
-        ctf = np.minimum(np.nan_to_num(frame["ctf"].to_numpy(float), nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
+        ctf = clip_ctf(frame["ctf"].to_numpy(float))
         ax.hist(ctf, bins=bins, weights=np.full(ctf.size, 1.0 / episodes), color=colours.get(name, "tab:green"),
                 alpha=0.8)
         ax.axvline(threshold, color="tab:red", linewidth=0.8)
