@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -132,6 +132,106 @@ def _load_checkpoint(path: Path, fingerprint: dict) -> dict:
     return state
 
 
+@dataclass
+class _Run:
+    """The state one training run carries from step to step (and into its checkpoint)."""
+    model: torch.nn.Module
+    net: torch.nn.Module                    # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    lr_schedule: Any
+    generator: torch.Generator
+    fingerprint: dict
+    history: list = field(default_factory=list)
+    best: float = np.inf
+    best_state: dict | None = None
+    epoch: int = 0
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path`` (refused when it is another run's)."""
+        state = _load_checkpoint(path, self.fingerprint)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history, self.best, self.best_state, self.epoch = (state["history"], state["best"],
+                                                                state["best_state"], state["epoch"])
+
+    def save(self, path: Path) -> None:
+        """The whole state after an epoch, written atomically."""
+        with atomic_path(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "epoch": self.epoch,
+                        "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "lr_schedule": self.lr_schedule.state_dict(), "generator": self.generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "history": self.history, "best": self.best,
+                        "best_state": self.best_state}, tmp)
+
+    def validate(self, predictor: TrainablePredictor, validation: tuple[np.ndarray, np.ndarray], row: dict) -> None:
+        """Validation metrics into ``row``; the weights of the lowest validation MAE so far are kept."""
+        metrics = predictor.evaluate(*validation)
+        row.update({f"val_{k}": v for k, v in metrics.items() if k != "holes"})
+        if metrics["mae"] < self.best:
+            self.best = metrics["mae"]
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+def _check_inputs(schedule: Schedule, world: int, ctf: np.ndarray, semi: Any, unlabelled: np.ndarray | None) -> None:
+    if schedule.batch_size % world:
+        raise ValueError(f"the global batch of {schedule.batch_size} crops does not split over {world} processes")
+    missing = np.isnan(np.asarray(ctf, np.float64))
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} of {missing.size} crops have no CTFMaxRes (NaN): training needs "
+                         "a measured value per crop; pass the unmeasured ones as unlabelled crops to semi-supervised "
+                         "training, or leave them out")
+    if (semi is None) != (unlabelled is None):
+        raise ValueError("semi-supervised training needs both a method (semi) and unlabelled crops")
+
+
+def _step(run: _Run, predictor: TrainablePredictor, index: torch.Tensor, data: tuple, accumulate: int,
+          processes, augment: bool, adversarial: Attack | None, semi: Any) -> tuple[float, list[dict]]:
+    """One optimisation step on the global batch whose local rows are ``index``: every random draw for the whole
+    global batch (each process and micro-batch takes its rows), attacks before any forward pass moves the batch-norm
+    statistics, gradients accumulated over the micro-batches. Returns the step's loss and the method's extras."""
+    x_all, y_all, u_all = data
+    rank, world = processes.rank, processes.world
+    n_global = len(index) * world
+    shape = tuple(x_all.shape[1:])
+    draws = draw_standard(n_global, shape, run.generator) if augment else None
+    attack_start = adversarial.draw_start((n_global, *shape), run.generator) if adversarial else None
+    semi_draws = semi.draw(n_global, len(u_all), shape, run.generator) if semi is not None else None
+    run.optimizer.zero_grad()
+    distributed.share_buffers(run.model)
+    micro_batches = []
+    for a in range(accumulate):
+        micro = index[a::accumulate]
+        if len(micro) == 0:
+            continue
+        rows = Rows(start=a * world + rank, step=world * accumulate)
+        x, y = x_all[micro], y_all[micro]
+        if draws is not None:
+            x = apply_standard(x, draws, rows)
+        if adversarial is not None:
+            x = perturb(run.model, predictor.loss, x, y, adversarial,
+                        start=rows.take(attack_start) if attack_start is not None else None)
+        micro_batches.append((a, rows, x, y))
+    step_loss, extras = 0.0, []
+    for a, rows, x, y in micro_batches:
+        share = len(x) / len(index)
+        last = a == accumulate - 1
+        sync = run.net.no_sync() if run.net is not run.model and not last else contextlib.nullcontext()
+        with sync, frozen_running_stats(run.model, a > 0 or rank > 0):
+            if semi is None:
+                loss = predictor.loss(run.net(x.to(processes.device)), y.to(processes.device))
+            else:
+                loss, extra = semi.loss(run.net, predictor, x, y, u_all, semi_draws, rows, processes.device)
+                extras.append(extra)
+            (loss * share).backward()
+        step_loss += loss.item() * share
+    run.optimizer.step()
+    run.lr_schedule.step()
+    return step_loss, extras
+
+
 def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
           validation: tuple[np.ndarray, np.ndarray] | None = None, schedule: Schedule = Schedule(),
           augment: bool = True, seed: int = 0, progress: bool = True, adversarial: Attack | None = None,
@@ -146,15 +246,7 @@ def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
 
     processes = distributed.current()
     rank, world, accumulate = processes.rank, processes.world, schedule.accumulate
-    if schedule.batch_size % world:
-        raise ValueError(f"the global batch of {schedule.batch_size} crops does not split over {world} processes")
-    missing = np.isnan(np.asarray(ctf, np.float64))
-    if missing.any():
-        raise ValueError(f"{int(missing.sum())} of {missing.size} crops have no CTFMaxRes (NaN): training needs "
-                         "a measured value per crop; pass the unmeasured ones as unlabelled crops to semi-supervised "
-                         "training, or leave them out")
-    if (semi is None) != (unlabelled is None):
-        raise ValueError("semi-supervised training needs both a method (semi) and unlabelled crops")
+    _check_inputs(schedule, world, ctf, semi, unlabelled)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x_all = predictor.preprocess(crops)
@@ -165,95 +257,47 @@ def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
     if semi is not None:
         semi.check(predictor, len(u_all))
     model = predictor.model.to(processes.device)
-    net = distributed.wrap(model, processes, compression) if processes.distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.peak_lr, weight_decay=schedule.weight_decay)
     local_batch = schedule.batch_size // world
     smallest = 2 if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
     steps_per_epoch = math.ceil(math.ceil(len(x_all) / world) / local_batch)
-    lr_schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=schedule.peak_lr, pct_start=schedule.warmup,
-                                                      total_steps=max(schedule.epochs * steps_per_epoch, 1))
-    fingerprint = _fingerprint(predictor, schedule, y_all, seed, augment, adversarial, semi,
-                               0 if u_all is None else len(u_all))
+    run = _Run(model, distributed.wrap(model, processes, compression) if processes.distributed else model, optimizer,
+               torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=schedule.peak_lr, pct_start=schedule.warmup,
+                                                   total_steps=max(schedule.epochs * steps_per_epoch, 1)),
+               generator, _fingerprint(predictor, schedule, y_all, seed, augment, adversarial, semi,
+                                       0 if u_all is None else len(u_all)))
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    history: list[dict] = []
-    best, best_state, first_epoch = np.inf, None, 0
     if checkpoint is not None and resume:
-        state = _load_checkpoint(checkpoint, fingerprint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best, best_state, first_epoch = state["history"], state["best"], state["best_state"], state["epoch"]
+        run.restore(checkpoint)
     elif checkpoint is not None and checkpoint.exists():
         raise CheckpointError(f"{checkpoint} already exists: resume from it, or choose another checkpoint path")
 
-    for epoch in range(first_epoch, schedule.epochs):
+    while run.epoch < schedule.epochs:
         tic = time.perf_counter()
         model.train()
         order = torch.randperm(len(x_all), generator=generator)
         local = order[list(DistributedSampler(order, num_replicas=world, rank=rank, shuffle=False))]
         losses, extras = [], []
-        starts = range(0, len(local), local_batch)
-        for start in tqdm(starts, desc=f"epoch {epoch + 1}/{schedule.epochs}", unit="batch", leave=False,
-                          disable=not (progress and processes.main)):
+        for start in tqdm(range(0, len(local), local_batch), desc=f"epoch {run.epoch + 1}/{schedule.epochs}",
+                          unit="batch", leave=False, disable=not (progress and processes.main)):
             index = local[start:start + local_batch]
             if len(index) // accumulate < smallest:
                 continue                              # a last batch too small for batch norm (same on every rank)
-            n_global = len(index) * world
-            shape = tuple(x_all.shape[1:])
-            draws = draw_standard(n_global, shape, generator) if augment else None
-            attack_start = adversarial.draw_start((n_global, *shape), generator) if adversarial else None
-            semi_draws = semi.draw(n_global, len(u_all), shape, generator) if semi is not None else None
-            optimizer.zero_grad()
-            distributed.share_buffers(model)
-            step_loss = 0.0
-            micro_batches = []                        # attacked before any forward moves the running statistics
-            for a in range(accumulate):
-                micro = index[a::accumulate]
-                if len(micro) == 0:
-                    continue
-                rows = Rows(start=a * world + rank, step=world * accumulate)
-                x, y = x_all[micro], y_all[micro]
-                if draws is not None:
-                    x = apply_standard(x, draws, rows)
-                if adversarial is not None:
-                    x = perturb(model, predictor.loss, x, y, adversarial,
-                                start=rows.take(attack_start) if attack_start is not None else None)
-                micro_batches.append((a, rows, x, y))
-            for a, rows, x, y in micro_batches:
-                share = len(x) / len(index)
-                sync = net.no_sync() if net is not model and a < accumulate - 1 else contextlib.nullcontext()
-                with sync, frozen_running_stats(model, a > 0 or rank > 0):
-                    if semi is None:
-                        loss = predictor.loss(net(x.to(processes.device)), y.to(processes.device))
-                    else:
-                        loss, extra = semi.loss(net, predictor, x, y, u_all, semi_draws, rows, processes.device)
-                        extras.append(extra)
-                    (loss * share).backward()
-                step_loss += loss.item() * share
-            optimizer.step()
-            lr_schedule.step()
-            losses.append(step_loss)
-        row = {"epoch": epoch + 1, "train_loss": distributed.mean_over_processes(float(np.mean(losses)))}
+            loss, extra = _step(run, predictor, index, (x_all, y_all, u_all), accumulate, processes, augment,
+                                adversarial, semi)
+            losses.append(loss)
+            extras += extra
+        row = {"epoch": run.epoch + 1, "train_loss": distributed.mean_over_processes(float(np.mean(losses)))}
         if extras:
             row.update(pd.DataFrame(extras).mean().to_dict())
         row["seconds"] = time.perf_counter() - tic
         if validation is not None and processes.main:
-            metrics = predictor.evaluate(*validation)
-            row.update({f"val_{k}": v for k, v in metrics.items() if k != "holes"})
-            if metrics["mae"] < best:
-                best = metrics["mae"]
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(row)
+            run.validate(predictor, validation, row)
+        run.history.append(row)
+        run.epoch += 1
         if checkpoint is not None and processes.main:
-            with atomic_path(checkpoint) as tmp:
-                torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "lr_schedule": lr_schedule.state_dict(), "generator": generator.get_state(),
-                            "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-                            "best_state": best_state}, tmp)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            run.save(checkpoint)
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     predictor.model = model.cpu()
-    return pd.DataFrame(history)
+    return pd.DataFrame(run.history)
