@@ -2,7 +2,9 @@
 
     python benchmarks/env_speed.py [--sizes 1000 2341 10000 50000] [--steps 500]
 
-Actions are drawn beforehand (a random order of holes), so only the environment is timed.
+Actions are drawn beforehand (a random order of holes), so only the environment is timed. Times are also given as
+a ratio to a reference timed in the same run, Gymnasium's CartPole-v1 step ("× CartPole"), so that figures from a
+busy or a slow machine compare.
 """
 from __future__ import annotations
 
@@ -14,6 +16,22 @@ import pandas as pd
 
 from cryorl import CryoEMEnv
 from cryorl.synth import GridSpec, simulate_atlas
+
+
+def cartpole_step_seconds(steps: int = 2000) -> float:
+    """Median seconds of one CartPole-v1 step (the reference of this benchmark)."""
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1").unwrapped
+    env.reset(seed=0)
+    durations = np.empty(steps)
+    for i in range(steps):
+        start = time.perf_counter()
+        _, _, done, _, _ = env.step(i % 2)
+        durations[i] = time.perf_counter() - start
+        if done:
+            env.reset()
+    return float(np.median(durations))
 
 
 def time_env(n_holes: int, feature_set: str, steps: int, seed: int = 0) -> dict:
@@ -43,9 +61,13 @@ def main() -> None:
     parser.add_argument("--feature-sets", nargs="+", default=["compact", "cryorl"])
     parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
+    reference = cartpole_step_seconds()
     rows = [time_env(n, fs, args.steps if n <= 10000 else max(args.steps // 5, 20))
             for fs in args.feature_sets for n in args.sizes]
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    table = pd.DataFrame(rows)
+    table["step (× CartPole)"] = table["step median (ms)"] / (reference * 1e3)
+    print(f"reference: a CartPole-v1 step takes {reference * 1e3:.4f} ms on this machine now")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":
