@@ -4,9 +4,10 @@ the collection settings.
 A preset has optional keys ``description``, ``grid`` (simulator settings: ``GridSpec`` fields), ``grid_seed``,
 ``data`` (``{dir, split, era, predictions, missing_prediction}`` for a CryoRL-format folder, or ``{table: path}``
 for a hole table written by ``Atlas.save``; either with ``prediction_quality`` and ``prediction_seed`` to replace
-its predictions by ones of that quality, :func:`cryorl.prediction_quality.with_prediction_quality`), ``costs``, ``budget``, ``threshold``, ``feature_set`` and
-``max_holes``. Relative paths are relative to the YAML file; ``{cache}`` expands to the data cache folder
-(``$CRYORL_CACHE``, default ``~/.cache/cryorl``) and ``~`` to the home folder.
+its predictions by ones of that quality, :func:`cryorl.prediction_quality.with_prediction_quality`), ``costs``,
+``budget``, ``threshold``, ``feature_set`` and ``max_holes``. Relative paths are relative to the YAML file;
+``{cache}`` expands to the data cache folder (``$CRYORL_CACHE``, default ``~/.cache/cryorl``) and ``~`` to the
+home folder.
 """
 from __future__ import annotations
 
