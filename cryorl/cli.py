@@ -524,8 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate agents over seeded random starts and budgets")
     evaluate.add_argument("--agent", nargs="+", required=True,
-                          help="random, predict-rank, greedy-local, greedy-2t, snowball, planner, oracle, dqn, ppo, "
-                               "a saved policy folder, or human-trace:PATH")
+                          help="random, predict-rank, greedy-local, greedy-2t, snowball, planner, planner-online, "
+                               "oracle, dqn, ppo, a saved policy folder, or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None, help="a CryoRL-format folder (default: simulated grid)")
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--era", choices=["2023", "2022"], default=None,
