@@ -90,12 +90,16 @@ def run(grid: str, data: Path, episodes: int, agents) -> pd.DataFrame:
 
 def table() -> str:
     """A Markdown table of every saved grid: mean ± std of good exposures per agent and budget."""
-    frames = [pd.read_csv(path) for path in sorted(REPORTS.glob("*.csv"))]
+    names = ("proxy", "real")
+    paths = sorted(REPORTS.glob("*.csv"), key=lambda p: (p.stem.split("-")[0] not in names, p.stem))
+    frames = [pd.read_csv(path) for path in paths]
     if not frames:
         raise SystemExit(f"no results in {REPORTS}; run with --grid first")
     frame = pd.concat(frames, ignore_index=True)
+    order = frame.groupby("grid").episodes.max().sort_values(ascending=False, kind="stable")   # 50-start runs first
     lines = ["| grid | episodes | agent | 120 min | 240 min | 480 min |", "|---|---|---|---|---|---|"]
-    for grid, rows in frame.groupby("grid", sort=False):
+    for grid in order.index:
+        rows = frame[frame.grid == grid]
         best = rows[rows.agent != "oracle"].groupby("budget").good_mean.max()
         for agent, agent_rows in rows.groupby("agent", sort=False):
             cells = []
