@@ -82,7 +82,7 @@ def test_planner_online_updates_from_the_episode_it_is_in():
     for _ in range(10):                                          # warm-started steps converge to the same mode
         expected.update(visited, atlas.is_good()[visited])
     np.testing.assert_allclose(planner.p, expected.probability_good(), atol=1e-3)
-    assert np.abs(planner.p - static.p).max() > 0.05
+    assert np.abs(planner.p - static.p).max() > 0.02                # it moved: from the 31 holes it measured
 
 
 def test_calibration_files_keep_the_online_prior(tmp_path):
