@@ -9,7 +9,7 @@ tuned on in-sample predictions expect more than an unseen grid gives, so trainin
 =============  =================================================================================================
 quality        predictions
 =============  =================================================================================================
-``in-sample``  as they are (the simulator's image model: MAE ≈ 2.0-2.2 Å, r ≈ 0.69-0.73; a real split's own)
+``in-sample``  as they are (the simulator's image model: MAE 1.95 Å, r 0.73 on average; a real split's own)
 ``unseen``     MAE 2.55 Å and Pearson r 0.63, the published regressor on the unseen grid
 a number       that MAE (Å), on the path from the grid's own predictions through its unseen ones (so r falls as
                the MAE rises: on the training split 0.73 at 1.9 Å, 0.54 at 3.2 Å); below the grid's own MAE,
@@ -33,15 +33,15 @@ prediction where unmeasured), ``ε`` standard normals and ``e`` scaled to unit v
   the unseen grid shows: its accuracy at 6 Å stays high (0.89) while its MAE rises to 2.55 Å, and greedy-local
   collects 0.89 / 0.89 / 0.87 of the oracle's good exposures at 120 / 240 / 480 min there. On the training split
   at unseen quality it collects 0.89 / 0.89 / 0.87 (20 starts; accuracy 0.85), where errors of one size
-  everywhere give 0.84 / 0.86 / 0.86 (accuracy 0.81).
+  everywhere give 0.85 / 0.86 / 0.86 (accuracy 0.82; ``benchmarks/prediction_quality.py``).
 
 A target MAE alone moves along ``q = p + α · (u − p)`` (α by bisection; α = 1 is the unseen quality; where no
 scale gives the grid both unseen targets, along ``e``); below the grid's own MAE the truth is mixed in instead,
 ``q = p + λ · (min(truth, 20) − p)``.
 
 Accuracy at 6 Å is a property of the grid as much as of the predictor (it rises with the share of clearly bad
-holes): at unseen quality it is ≈ 0.85 on the training split (0.87 in-sample) and ≈ 0.80-0.83 on simulated grids,
-where the unseen validation grid has 0.89.
+holes): at unseen quality it is 0.85 on the training split (0.87 in-sample) and 0.78-0.85 on simulated grids (0.82-0.87
+in-sample), where the unseen validation grid has 0.89.
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def _bisect(function, low: np.ndarray, high: np.ndarray, target: float, increasi
 def degraded_values(predicted: np.ndarray, truth: np.ndarray, patch: np.ndarray, square: np.ndarray,
                     target: QualityTarget, rng: np.random.Generator,
                     shares: tuple[float, float, float] = ERROR_SHARES, what: str = "the grid",
-                    exact_r: bool = True) -> np.ndarray:
+                    exact_r: bool = True, exponent: float = ERROR_EXPONENT) -> np.ndarray:
     """Predicted CTFMaxRes (Å) of ``target`` quality from ``predicted`` and the measured ``truth`` (NaN where
     unknown), per hole with its patch and square ids: the arrays behind :func:`degrade_predictions`. Where no
     scale reaches both targets (a small grid, or one of nearly all bad holes), ``exact_r=False`` keeps the MAE
@@ -150,7 +150,7 @@ def degraded_values(predicted: np.ndarray, truth: np.ndarray, patch: np.ndarray,
         raise ValueError(f"{what} has {int(measured.sum())} measured holes: too few to set its prediction quality")
     e = _error_draws(len(predicted), np.asarray(patch), np.asarray(square), rng, shares)
     quality = np.minimum(np.where(measured, truth, predicted), MAX_FEATURE_CTF)    # the prediction where unmeasured
-    e = e * (quality / np.median(quality)) ** ERROR_EXPONENT
+    e = e * (quality / np.median(quality)) ** exponent
     e = e / max(float(e.std()), 1e-12)
     own = prediction_metrics(predicted, truth)
     p, t = predicted[measured], np.minimum(truth[measured], MAX_FEATURE_CTF)
@@ -227,16 +227,17 @@ def _unseen_values(predicted: np.ndarray, measured: np.ndarray, t: np.ndarray, e
 
 
 def degrade_predictions(atlas: Atlas, mae: float, pearson_r: float | None = None, *, seed: int = 0,
-                        shares: tuple[float, float, float] = ERROR_SHARES) -> Atlas:
+                        shares: tuple[float, float, float] = ERROR_SHARES, exponent: float = ERROR_EXPONENT) -> Atlas:
     """``atlas`` with its predicted CTFMaxRes replaced by predictions of MAE ``mae`` Å (and Pearson r
-    ``pearson_r``) against its measured holes, seeded (module docstring). Needs regressor predictions; for the
-    2022 setting degrade first, then :func:`cryorl.quality.as_classifier`."""
+    ``pearson_r``) against its measured holes, seeded (module docstring; ``exponent`` 0: an error of one size for
+    every hole). Needs regressor predictions; for the 2022 setting degrade first, then
+    :func:`cryorl.quality.as_classifier`."""
     if not atlas.has_ctf_predictions:
         raise ValueError(f"{atlas.source or 'this grid'} has classifier probabilities, not predicted CTFMaxRes: "
                          "degrade a regressor's predictions, then convert them (cryorl.quality.as_classifier)")
     values = degraded_values(atlas.predicted_ctf, atlas.true_ctf, atlas.patch, atlas.square,
                              QualityTarget(mae, pearson_r), np.random.default_rng(seed), shares,
-                             atlas.source or "the grid")
+                             atlas.source or "the grid", exponent=exponent)
     return atlas.with_predictions(values)
 
 
