@@ -614,8 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate agents over seeded random starts and budgets")
     evaluate.add_argument("--agent", nargs="+", required=True,
-                          help="random, predict-rank, greedy-local, snowball, planner, oracle, dqn, ppo, a saved "
-                               "policy folder, or human-trace:PATH")
+                          help="random, predict-rank, greedy-local, greedy-2t, snowball, planner, planner-online, "
+                               "oracle, dqn, ppo, a saved policy folder, or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None,
                           help="a grid: CryoRL folder, simulated session, hole table, EPU session (default: simulated)")
     evaluate.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)
@@ -642,8 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     plan.add_argument("--era", choices=["2023", "2022"], default=None,
                       help="2023: regressor predictions; 2022: classifier probabilities (default: detect)")
-    plan.add_argument("--agent", default="planner", help="planner (default), greedy-local, dqn, ppo, a saved "
-                                                         "policy folder, ...")
+    plan.add_argument("--agent", default="planner", help="planner (default), greedy-local, greedy-2t, dqn, ppo, a "
+                                                         "saved policy folder, ...")
     plan.add_argument("--budget", type=float, required=True, help="minutes of the whole session")
     plan.add_argument("--costs", default="cryorl-2023", help="cost preset (cryorl-2023, cryorl-2022, ...)")
     plan.add_argument("--threshold", type=float, default=6.0, help="good CTFMaxRes threshold (Å)")

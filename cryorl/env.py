@@ -80,7 +80,7 @@ class CryoEMEnv(gym.Env):
     more the further it goes. A good exposure has true CTFMaxRes ≤ ``threshold`` (6 Å by default).
 
     With no arguments the grid is simulated (:mod:`cryorl.synth`, 2,341 holes shaped like the real Aldolase
-    session) and drawn anew by every ``reset(seed=…)``; pass ``atlas=`` (e.g. ``cryorl.load_cryorl_dataset(...)``)
+    session) and drawn anew by every ``reset(seed=…)``; pass ``atlas=`` (e.g. ``cryorl.load_grid(...).atlas``)
     or ``preset=`` (a name or path of an ``envs/*.yaml`` file) for a given grid.
 
     ## Action Space

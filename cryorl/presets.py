@@ -3,9 +3,11 @@ the collection settings.
 
 A preset has optional keys ``description``, ``grid`` (simulator settings: ``GridSpec`` fields), ``grid_seed``,
 ``data`` (``{dir, split, era, predictions, missing_prediction}`` for a CryoRL-format folder, or ``{table: path}``
-for a hole table written by ``Atlas.save``), ``costs``, ``budget``, ``threshold``, ``feature_set`` and
-``max_holes``. Relative paths are relative to the YAML file; ``{cache}`` expands to the data cache folder
-(``$CRYORL_CACHE``, default ``~/.cache/cryorl``) and ``~`` to the home folder.
+for a hole table written by ``Atlas.save``; either with ``prediction_quality`` and ``prediction_seed`` to replace
+its predictions by ones of that quality, :func:`cryorl.prediction_quality.with_prediction_quality`), ``costs``,
+``budget``, ``threshold``, ``feature_set`` and ``max_holes``. Relative paths are relative to the YAML file;
+``{cache}`` expands to the data cache folder (``$CRYORL_CACHE``, default ``~/.cache/cryorl``) and ``~`` to the
+home folder.
 """
 from __future__ import annotations
 
@@ -71,6 +73,11 @@ def load_preset(preset: str | os.PathLike) -> dict[str, Any]:
             if "predictions" in data:
                 options["predictions"] = _resolve(data["predictions"], path.parent)
             settings["atlas"] = load_grid(_resolve(data["dir"], path.parent), data.get("split"), **options).atlas
+        if "prediction_quality" in data:
+            from cryorl.prediction_quality import with_prediction_quality
+
+            settings["atlas"] = with_prediction_quality(settings["atlas"], data["prediction_quality"],
+                                                        int(data.get("prediction_seed", 0)))
     return settings
 
 

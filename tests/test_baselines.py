@@ -10,6 +10,7 @@ from cryorl.agents import (
     OraclePolicy,
     PredictRankPolicy,
     SnowballPolicy,
+    TwoThresholdGreedyPolicy,
     evaluate_policy,
     make_policy,
     summarize,
@@ -42,6 +43,34 @@ def test_greedy_local_stays_in_patch_then_moves_by_rate(tiny_atlas):
     # p2 has none (6.5, 15), p3 has hole 5 (1 good / 6 min), p4 has hole 6 (1 good / 8 min) -> 5, then 6;
     # then nothing predicted good: predict-rank by prediction -> 3 (6.5), 7 (9.0), 4 (15.0)
     assert run(GreedyLocalPolicy(), tiny_atlas, start=2) == [1, 0, 5, 6, 3, 7, 4]
+
+
+def test_two_threshold_rule_stays_and_enters_by_its_thresholds(tiny_atlas):
+    # from hole 0 (p1) with t_stay 7.5, t_enter 5.0: 1 (4.0) and 2 (7.0 ≤ 7.5: greedy-local would leave); p1 done,
+    # holes predicted ≤ 5.0 elsewhere: 5 (p3, a square move: 1 per 6 min) and 6 (p4, a tile move: 1 per 8 min),
+    # while p2's 6.5 does not count -> 5, then 6; in p4 hole 7 (9.0) is above t_stay and nothing ≤ 5.0 is left:
+    # predict-rank -> 3 (6.5), 7 (9.0), 4 (15.0)
+    assert run(TwoThresholdGreedyPolicy(t_stay=7.5, t_enter=5.0), tiny_atlas, start=0) == [1, 2, 5, 6, 3, 7, 4]
+    # t_stay 6.0, t_enter 6.5: 1, then 2 (7.0) is not worth staying for; p2's hole 3 (6.5, a patch move: 1 per
+    # 2 min) is worth entering; then 5 (1 per 6 min from p2) before 6 (1 per 8 min); then predict-rank: 2, 7, 4
+    assert run(TwoThresholdGreedyPolicy(t_stay=6.0, t_enter=6.5), tiny_atlas, start=0) == [1, 3, 5, 6, 2, 7, 4]
+    # both at the environment's threshold: greedy-local
+    assert run(TwoThresholdGreedyPolicy(6.0, 6.0), tiny_atlas, start=2) == run(GreedyLocalPolicy(), tiny_atlas, 2)
+
+
+def test_two_threshold_rule_reads_its_tuned_thresholds(tiny_atlas):
+    import json
+
+    from cryorl.agents.baselines import RULES_FILE
+
+    shipped = json.loads(RULES_FILE.read_text())["greedy-2t"]
+    for costs, threshold, tuned in (("cryorl-2023", 6.0, "cryorl-2023"), ("cryorl-2022", 6.0, "cryorl-2022"),
+                                    ("aldolase-timestamps", 7.0, "cryorl-2023")):   # 1.5 × the 2023 costs
+        policy = make_policy("greedy-2t")
+        policy.reset(CryoEMEnv(tiny_atlas, costs=costs, threshold=threshold))
+        assert (policy.stay_below, policy.enter_below) == (shipped[tuned]["t_stay"] + threshold - 6.0,
+                                                           shipped[tuned]["t_enter"] + threshold - 6.0)
+    assert shipped["cryorl-2023"]["t_enter"] < 6.0      # the tuned rule enters a patch only for clearly good holes
 
 
 def test_oracle_uses_the_truth(tiny_atlas):
@@ -115,9 +144,9 @@ def test_cli_evaluate(tmp_path, aldolase_dir, capsys):
 
 
 def test_cli_evaluate_on_simulated_grid(tmp_path):
-    assert main(["evaluate", "--agent", "snowball", "--budgets", "30", "--episodes", "2", "--out",
+    assert main(["evaluate", "--agent", "snowball", "greedy-2t", "--budgets", "30", "--episodes", "2", "--out",
                  str(tmp_path), "--quiet", "--costs", "cryorl-2022"]) == 0
-    assert pd.read_csv(tmp_path / "summary.csv").episodes.tolist() == [2]
+    assert pd.read_csv(tmp_path / "summary.csv").episodes.tolist() == [2, 2]
 
 
 def test_unknown_agent():
@@ -141,7 +170,7 @@ def patches_left_early(frame, atlas, threshold=6.0):
 
 def test_baselines_scale_to_large_grids():
     atlas = simulate_atlas(0, GridSpec.with_holes(10000))              # 513 patches, 86 squares, 56 tiles
-    names = ("random", "predict-rank", "greedy-local", "snowball", "oracle")
+    names = ("random", "predict-rank", "greedy-local", "greedy-2t", "snowball", "oracle")
     frames = {name: evaluate_policy(make_policy(name, seed=0), atlas, episodes=1, budgets=[60]) for name in names}
     for name, frame in frames.items():
         assert frame[frame.step > 0].hole.is_unique and frame.elapsed.max() > 60, name

@@ -79,7 +79,9 @@ def test_last_move_goes_to_the_most_probable_hole_anywhere():
 
 
 def test_planner_beats_greedy_local_on_a_held_out_grid():
-    atlas = simulate_atlas(90002)                         # never used to fit the calibration (seeds 1000-1019)
+    # never used to fit the calibration (the real split; seeds 1000-1019), at in-sample quality (at unseen quality
+    # the margin is smaller: benchmarks/unseen.py)
+    atlas = simulate_atlas(90002, prediction_quality="in-sample")
     good = {}
     for policy in (make_policy("greedy-local"), make_policy("planner")):
         good[policy.name] = summarize(evaluate_policy(policy, atlas, episodes=6, budgets=(240, 480)))["good_mean"]
@@ -88,10 +90,10 @@ def test_planner_beats_greedy_local_on_a_held_out_grid():
 
 
 def test_calibration_uses_the_patch_and_beats_the_prior_mapping():
-    calibration = fit_on_simulated_grids(seeds=range(1000, 1006))
+    calibration = fit_on_simulated_grids(seeds=range(1000, 1006), prediction_quality="in-sample")
     weights = dict(zip(FEATURES, calibration.weights))
     assert weights["score"] < 0 and weights["patch mean"] < 0  # a good-looking patch makes each hole likelier good
-    held_out = simulate_atlas(2001)
+    held_out = simulate_atlas(2001, prediction_quality="in-sample")
     prior = probability_good(held_out)
     measured = held_out.is_good()
     prior_loss = -np.mean(np.where(measured, np.log(prior), np.log1p(-prior)))
@@ -104,7 +106,7 @@ def test_calibration_uses_the_patch_and_beats_the_prior_mapping():
 def test_calibration_files_and_classifier_probabilities(tmp_path):
     shipped = default_calibration()
     again = Calibration.load(shipped.save(tmp_path / "c.json"))
-    assert again == shipped and shipped.source.startswith("simulated grids")
+    assert again == shipped and shipped.source.startswith("real outcomes") and shipped.online is not None
     (tmp_path / "bad.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="not a cryorl calibration"):
         Calibration.load(tmp_path / "bad.json")

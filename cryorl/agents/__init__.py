@@ -13,23 +13,26 @@ from cryorl.agents.baselines import (
     PredictRankPolicy,
     RandomPolicy,
     SnowballPolicy,
+    TwoThresholdGreedyPolicy,
 )
 from cryorl.agents.evaluation import Evaluation, evaluate, evaluate_policy, summarize
-from cryorl.agents.planner import PlannerPolicy
+from cryorl.agents.planner import OnlinePlannerPolicy, PlannerPolicy
 from cryorl.resources import PRETRAINED_DIR
 
-__all__ = ["Policy", "BASELINES", "RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy",
-           "OraclePolicy", "HumanTracePolicy", "PlannerPolicy", "evaluate", "Evaluation", "evaluate_policy",
-           "summarize", "make_policy", "AGENT_NAMES"]
+__all__ = ["Policy", "BASELINES", "RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy",
+           "TwoThresholdGreedyPolicy", "SnowballPolicy", "OraclePolicy", "HumanTracePolicy", "PlannerPolicy",
+           "OnlinePlannerPolicy", "evaluate", "Evaluation", "evaluate_policy", "summarize", "make_policy",
+           "AGENT_NAMES"]
 
-RULES = {**BASELINES, "planner": PlannerPolicy}
+RULES = {**BASELINES, "planner": PlannerPolicy, "planner-online": OnlinePlannerPolicy}
 AGENT_NAMES = tuple(RULES) + ("dqn", "ppo")
 
 
 def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
-    """A policy by name — a baseline (random, predict-rank, greedy-local, snowball, oracle), the budget-aware
-    ``planner``, or a shipped learned policy (dqn, ppo: in the package, ``agents/pretrained/`` in a checkout) — or
-    the path of a saved policy folder, or ``human-trace:PATH`` (a timestamps.csv or a file of hole names)."""
+    """A policy by name — a baseline (random, predict-rank, greedy-local, greedy-2t, snowball, oracle), the
+    budget-aware ``planner`` (``planner-online``: recalibrated from the grid's measured exposures), or a shipped
+    learned policy (dqn, ppo: in the package, ``agents/pretrained/`` in a checkout) — or the path of a saved policy
+    folder, or ``human-trace:PATH`` (a timestamps.csv or a file of hole names)."""
     from cryorl.agents.learned import LearnedPolicy
 
     text = str(agent)

@@ -12,6 +12,13 @@ at the 6 Å threshold).
   otherwise move to the patch with the most predicted-good unvisited holes per minute of the move's cost (ties:
   cheaper move, then lower mean prediction) and take its best-predicted hole; with no predicted-good hole left
   anywhere, fall back to ``predict-rank``.
+- ``greedy-2t`` (two-threshold greedy-local): stay in the current patch while it has unvisited holes predicted
+  ≤ ``t_stay`` (best-predicted first); otherwise move to the patch with the most unvisited holes predicted
+  ≤ ``t_enter`` per minute of the move (ties as greedy-local) and take its best-predicted hole; with no hole
+  predicted ≤ ``t_enter`` left, ``predict-rank``. With both thresholds at the environment's threshold it is
+  greedy-local. The thresholds (Å at a 6 Å threshold, moved with it) are tuned on training grids per cost setting
+  by ``benchmarks/tune_rules.py`` and shipped in ``cryorl/resources/rules.json``; costs without a tuned setting
+  take the tuned setting whose costs are closest in ratio.
 - ``snowball``: greedy-local on a belief updated by exposures: a hole counts as good when
   ``q = (κ·p + g_patch + λ·(g_square − g_patch)) / (κ + n_patch + λ·(n_square − n_patch)) ≥ 0.5``, where
   ``p = sigmoid((threshold − predicted) / τ)`` is the prior from the image, ``g``/``n`` count good/all *measured*
@@ -25,8 +32,10 @@ at the 6 Å threshold).
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,9 +44,13 @@ from cryorl.atlas import MAX_FEATURE_CTF
 from cryorl.costs import switch_levels
 from cryorl.human import HumanTrace, load_human_trace
 from cryorl.quality import predicted_quality
+from cryorl.resources import RESOURCES
 
-__all__ = ["RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "SnowballPolicy", "OraclePolicy",
-           "HumanTracePolicy", "BASELINES"]
+__all__ = ["RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "TwoThresholdGreedyPolicy", "SnowballPolicy",
+           "OraclePolicy", "HumanTracePolicy", "BASELINES", "RULES_FILE", "tuned_thresholds"]
+
+RULES_FILE = RESOURCES / "rules.json"
+"""The shipped thresholds of the two-threshold rule, per cost setting (``benchmarks/tune_rules.py``)."""
 
 
 class _GridPolicy(Policy):
@@ -90,14 +103,19 @@ class GreedyLocalPolicy(_GridPolicy):
         """Per-hole score (lower is better) and which holes count as good."""
         return self.predicted, self.predicted <= self.threshold
 
+    def _stay_and_enter(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-hole score (lower is better), the holes worth staying for and the holes worth entering a patch for."""
+        score, good = self._scores(valid)
+        return score, good, good
+
     def act(self, observation, action_mask) -> int:
         valid = np.asarray(action_mask[: self.n], dtype=bool)
-        score, good = self._scores(valid)
+        score, stay, enter = self._stay_and_enter(valid)
         move = self.move_costs()
-        candidates = valid & good
-        here = candidates & (self.patch == self.patch[self.env.current_hole])
+        here = valid & stay & (self.patch == self.patch[self.env.current_hole])
         if here.any():
             return self._rank(score, here, move)
+        candidates = valid & enter
         if not candidates.any():
             return self._rank(score, valid, move)
         count = np.bincount(self.patch, weights=candidates, minlength=self.n_patches)
@@ -109,6 +127,51 @@ class GreedyLocalPolicy(_GridPolicy):
         patches = np.flatnonzero(count > 0)
         best = patches[np.lexsort((mean_score[patches], patch_move[patches], -rate[patches]))[0]]
         return self._rank(score, candidates & (self.patch == best), move)
+
+
+@lru_cache(maxsize=1)
+def _shipped_rules() -> dict:
+    data = json.loads(RULES_FILE.read_text())
+    if data.get("format") != "cryorl-rules/1":
+        raise ValueError(f"{RULES_FILE}: not a cryorl rules file of this version (format {data.get('format')!r})")
+    return data
+
+
+def tuned_thresholds(costs, rule: str = "greedy-2t") -> dict:
+    """The shipped tuned setting of ``rule`` for ``costs`` (a :class:`~cryorl.costs.CollectionCosts`): the one
+    tuned for these costs, else the one whose costs are closest in ratio (the four minutes' log-ratios to the
+    tuned costs, less their mean: a setting with every cost 1.5 times another's is that one's)."""
+    settings = _shipped_rules()[rule]
+    if costs.name in settings:
+        return settings[costs.name]
+    from cryorl.costs import get_costs
+
+    def distance(name: str) -> float:
+        log_ratio = np.log(get_costs(name).as_array() / costs.as_array())
+        return float(np.abs(log_ratio - log_ratio.mean()).sum())
+
+    return settings[min(settings, key=distance)]
+
+
+class TwoThresholdGreedyPolicy(GreedyLocalPolicy):
+    """Two-threshold greedy-local (module docstring). ``t_stay``, ``t_enter``: predicted CTFMaxRes (Å) at a 6 Å
+    threshold, moved with the environment's threshold; None: the shipped tuned values for the environment's costs
+    (:func:`tuned_thresholds`)."""
+
+    name = "greedy-2t"
+
+    def __init__(self, t_stay: float | None = None, t_enter: float | None = None) -> None:
+        self.t_stay, self.t_enter = t_stay, t_enter
+
+    def reset(self, env) -> None:
+        super().reset(env)
+        tuned = tuned_thresholds(env.costs) if self.t_stay is None or self.t_enter is None else {}
+        shift = self.threshold - tuned.get("threshold", 6.0)
+        self.stay_below = (self.t_stay if self.t_stay is not None else tuned["t_stay"]) + shift
+        self.enter_below = (self.t_enter if self.t_enter is not None else tuned["t_enter"]) + shift
+
+    def _stay_and_enter(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.predicted, self.predicted <= self.stay_below, self.predicted <= self.enter_below
 
 
 class OraclePolicy(GreedyLocalPolicy):
@@ -189,6 +252,7 @@ BASELINES = {
     "random": RandomPolicy,
     "predict-rank": PredictRankPolicy,
     "greedy-local": GreedyLocalPolicy,
+    "greedy-2t": TwoThresholdGreedyPolicy,
     "snowball": SnowballPolicy,
     "oracle": OraclePolicy,
 }

@@ -23,10 +23,11 @@ microscope that would push good ones out of the time), each first stop is valued
 fits the time after it, and the better one is taken. With less than one hole move of time left, the last move
 (which still earns) goes to the most probable hole anywhere.
 
-The probabilities come from the calibration alone: on simulated grids, once the calibration has seen the mean
-prediction of a hole's patch and square, the measured exposures around it improved the log-loss of the remaining
-holes by 0.3 % and the planner's collections not at all (cryorl 0.1.0 grids), so the plan does not use them
-yet. Every step is a few ``np.bincount`` passes per bisection round.
+The probabilities come from the shipped calibration (fitted on real outcomes, :mod:`cryorl.calibration`). The
+``planner-online`` variant (``online=True``) recalibrates them on the grid before every move from the exposures
+measured so far (:class:`~cryorl.calibration.OnlineCalibration`: a Bayesian update of the calibration's bias and
+slope, or a classifier's temperature, with the shipped fit as the prior). Every step is a few ``np.bincount``
+passes per bisection round (and, online, one Newton step over the measured holes).
 """
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ from typing import NamedTuple
 import numpy as np
 
 from cryorl.agents.baselines import _GridPolicy
-from cryorl.calibration import Calibration, default_calibration
+from cryorl.calibration import Calibration, OnlineCalibration, default_calibration
 
-__all__ = ["PlannerPolicy", "Decision"]
+__all__ = ["PlannerPolicy", "OnlinePlannerPolicy", "Decision"]
 
 _EPS = 1e-6
 
@@ -56,14 +57,20 @@ class PlannerPolicy(_GridPolicy):
     """The budget-aware planner (module docstring). Deployable: it reads the predictions and the time left only.
 
     ``calibration``: the :class:`~cryorl.calibration.Calibration` that turns predictions into probabilities
-    (default: the shipped one, or one fitted on simulated grids for a threshold other than 6 Å).
+    (default: the shipped one, or one fitted on simulated grids for a threshold other than 6 Å); ``online``:
+    recalibrate it from this grid's measured exposures (``planner-online``; needs a calibration with an online
+    prior).
     """
 
     name = "planner"
 
-    def __init__(self, calibration: Calibration | None = None, bisection_steps: int = 24) -> None:
+    def __init__(self, calibration: Calibration | None = None, bisection_steps: int = 24, online: bool = False
+                 ) -> None:
         self.calibration = calibration
         self.bisection_steps = bisection_steps
+        self.online = online
+        if online:
+            self.name = "planner-online"
 
     def reset(self, env) -> None:
         super().reset(env)
@@ -74,6 +81,9 @@ class PlannerPolicy(_GridPolicy):
                              f"environment counts ≤ {env.threshold:g} Å as good; fit one for that threshold "
                              "(cryorl.calibration.fit_on_simulated_grids)")
         self.p = calibration.probability_good(atlas)
+        self._grid = OnlineCalibration(calibration, atlas) if self.online else None
+        self._good = atlas.is_good(env.threshold)
+        self._measured = -1
         self.patch_square = np.zeros(atlas.n_patches, np.int64)
         self.patch_square[atlas.patch] = atlas.square
         self.square_tile = np.zeros(atlas.n_squares, np.int64)
@@ -171,8 +181,19 @@ class PlannerPolicy(_GridPolicy):
     def act(self, observation, action_mask) -> int:
         return self.decide(np.asarray(action_mask[: self.n], dtype=bool)).hole
 
+    def learn(self) -> None:
+        """Update the probabilities from the exposures measured so far (the online calibration), if any are new."""
+        if self._grid is None:
+            return
+        measured = np.flatnonzero(np.asarray(self.env.visited))
+        if len(measured) != self._measured:
+            self._grid.update(measured, self._good[measured])
+            self.p = self._grid.probability_good()
+            self._measured = len(measured)
+
     def decide(self, valid: np.ndarray) -> Decision:
         """The next hole among ``valid`` ones, with the plan it follows (see :class:`Decision`)."""
+        self.learn()
         p = self.p
         time_left = self.env.episode_budget - self.env.elapsed
         move = self.move_costs()
@@ -245,3 +266,12 @@ class PlannerPolicy(_GridPolicy):
         else:
             return -1
         return best(patch_on & (self.patch_square == square), patch_gain, patch_minutes)
+
+
+class OnlinePlannerPolicy(PlannerPolicy):
+    """The planner recalibrated online from the grid's measured exposures (``planner-online``)."""
+
+    name = "planner-online"
+
+    def __init__(self, calibration: Calibration | None = None, bisection_steps: int = 24) -> None:
+        super().__init__(calibration, bisection_steps, online=True)

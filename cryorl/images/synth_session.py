@@ -20,7 +20,7 @@ Written by :func:`simulate_session` (``cryorl simulate``)::
     DIR/timestamps.csv              a simulated systematic operator's collection (Leginon timestamps)
     DIR/session.json                seed, grid spec, optics, magnifications
 
-so ``cryorl.load_cryorl_dataset(DIR, split)`` reads it like a downloaded real split. Files are written
+so ``cryorl.load_grid(DIR)`` reads it like a downloaded real split. Files are written
 atomically; a progress bar runs over squares.
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ from cryorl.human import HumanTrace, jaccard, percentile_rank, real_clock
 
 __all__ = ["run_benchmark", "BenchmarkResult", "DEFAULT_AGENTS", "PUBLISHED"]
 
-DEFAULT_AGENTS = ("random", "predict-rank", "greedy-local", "snowball", "planner", "dqn", "ppo")
+DEFAULT_AGENTS = ("random", "predict-rank", "greedy-local", "greedy-2t", "snowball", "planner", "dqn", "ppo")
 
 # Published mean good exposures, labelled as such in reports (never computed here).
 PUBLISHED = {

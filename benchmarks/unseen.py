@@ -1,0 +1,131 @@
+"""Every rule at in-sample and at unseen prediction quality: the table of issue 20.
+
+    python benchmarks/unseen.py --grid proxy            # one grid per run (a few minutes each on 2 cores)
+    python benchmarks/unseen.py --grid real
+    python benchmarks/unseen.py --grid sim-90001 sim-90002
+    python benchmarks/unseen.py --grid proxy-3.2 sim-90001-1.9 --episodes 20      # robustness: MAE 1.9-3.2 Å
+    python benchmarks/unseen.py --table                 # the Markdown table of every grid run so far
+
+Grids (cryorl-2023 costs, budgets 120 / 240 / 480 min, episode i starting from reset(seed=i), as `cryorl evaluate
+--episodes 50 --seed 0`):
+
+- ``proxy``: the real-grid proxy of an unseen grid — the real Aldolase training split with predictions of unseen
+  quality (MAE 2.55 Å, r 0.63, degradation seed 0), written as a CryoRL folder and read back as `cryorl evaluate
+  --data` reads it (``proxy-MAE``: at that MAE);
+- ``real``: the training split with its published, in-sample predictions;
+- ``sim-SEED``: the simulated grid of that seed at the default, unseen quality, as `cryorl evaluate --grid-seed
+  SEED` (``sim-SEED-MAE``: at that MAE; ``sim-SEED-in-sample``). Seeds 90001-90003 are used for no fit and no
+  tuning.
+
+Agents: greedy-local, greedy-2t (shipped thresholds), the planner before issue 20 (``planner-before``: the
+calibration fitted on simulated grids 1000-1019 at in-sample quality, cryorl's shipped one until then), the
+planner (the calibration fitted on real outcomes), ``planner-online`` and the oracle. The training split's
+outcomes were used to fit the calibration and to tune greedy-2t: on ``proxy`` and ``real`` those two are fitted on
+the grid they are evaluated on (its predictions there are new draws or in-sample ones), on ``sim-*`` they are not.
+Each run writes ``benchmarks/reports/unseen/GRID.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cryorl import load_cryorl_dataset, simulate_atlas
+from cryorl.agents import PlannerPolicy, evaluate_policy, make_policy, summarize
+from cryorl.calibration import fit_on_simulated_grids
+from cryorl.fileio import atomic_path
+from cryorl.prediction_quality import prediction_metrics, write_degraded_split
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
+REPORTS = Path(__file__).resolve().parent / "reports" / "unseen"
+AGENTS = ("greedy-local", "greedy-2t", "planner-before", "planner", "planner-online", "oracle")
+BUDGETS = (120, 240, 480)
+
+
+def load_grid(name: str, data: Path):
+    """The atlas of a grid name (module docstring)."""
+    parts = name.split("-", 2)
+    if parts[0] in ("proxy", "real"):
+        if parts[0] == "real":
+            return load_cryorl_dataset(data, "train")
+        quality = parts[1] if len(parts) > 1 else "unseen"
+        with tempfile.TemporaryDirectory() as folder:
+            write_degraded_split(data, folder, "train", quality, seed=0)
+            return load_cryorl_dataset(folder, "train")
+    if parts[0] == "sim" and len(parts) >= 2:
+        quality = parts[2] if len(parts) > 2 else "unseen"
+        return simulate_atlas(int(parts[1]), prediction_quality=quality)
+    raise ValueError(f"unknown grid {name!r}: proxy[-MAE], real, sim-SEED[-MAE|-in-sample]")
+
+
+def policy(agent: str):
+    if agent == "planner-before":
+        before = PlannerPolicy(fit_on_simulated_grids(prediction_quality="in-sample"))
+        before.name = "planner-before"
+        return before
+    return make_policy(agent, seed=0)
+
+
+def run(grid: str, data: Path, episodes: int, agents) -> pd.DataFrame:
+    atlas = load_grid(grid, data)
+    quality = prediction_metrics(atlas.predicted_ctf, atlas.true_ctf)
+    print(f"{grid}: {len(atlas)} holes, prediction MAE {quality['mae']:.2f} Å, r {quality['pearson_r']:.3f}, "
+          f"accuracy {quality['accuracy']:.3f}", flush=True)
+    rows = []
+    for agent in agents:
+        tic = time.perf_counter()
+        summary = summarize(evaluate_policy(policy(agent), atlas, episodes=episodes, seed=0, budgets=BUDGETS,
+                                            costs="cryorl-2023"))
+        summary.insert(0, "grid", grid)
+        summary["mae"], summary["pearson_r"] = quality["mae"], quality["pearson_r"]
+        rows.append(summary)
+        print(f"  {agent:>15}: " + "  ".join(f"{b:g} min {m:6.1f} ± {s:4.1f}" for b, m, s in
+                                           zip(summary.budget, summary.good_mean, summary.good_std))
+              + f"   ({time.perf_counter() - tic:.0f} s)", flush=True)
+    return pd.concat(rows, ignore_index=True)
+
+
+def table() -> str:
+    """A Markdown table of every saved grid: mean ± std of good exposures per agent and budget."""
+    names = ("proxy", "real")
+    paths = sorted(REPORTS.glob("*.csv"), key=lambda p: (p.stem.split("-")[0] not in names, p.stem))
+    frames = [pd.read_csv(path) for path in paths]
+    if not frames:
+        raise SystemExit(f"no results in {REPORTS}; run with --grid first")
+    frame = pd.concat(frames, ignore_index=True)
+    order = frame.groupby("grid").episodes.max().sort_values(ascending=False, kind="stable")   # 50-start runs first
+    lines = ["| grid | episodes | agent | 120 min | 240 min | 480 min |", "|---|---|---|---|---|---|"]
+    for grid in order.index:
+        rows = frame[frame.grid == grid]
+        best = rows[rows.agent != "oracle"].groupby("budget").good_mean.max()
+        for agent, agent_rows in rows.groupby("agent", sort=False):
+            cells = []
+            for _, row in agent_rows.iterrows():
+                cell = f"{row.good_mean:.1f} ± {row.good_std:.1f}"
+                cells.append(f"**{cell}**" if agent != "oracle" and row.good_mean == best[row.budget] else cell)
+            lines.append(f"| {grid} (MAE {agent_rows.mae.iloc[0]:.2f}, r {agent_rows.pearson_r.iloc[0]:.2f}) | "
+                         f"{int(agent_rows.episodes.iloc[0])} | {agent} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", nargs="*", default=[])
+    parser.add_argument("--agents", nargs="+", default=list(AGENTS))
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real Aldolase training split")
+    parser.add_argument("--table", action="store_true", help="print the table of every saved grid")
+    args = parser.parse_args()
+    for grid in args.grid:
+        result = run(grid, args.data, args.episodes, args.agents)
+        with atomic_path(REPORTS / f"{grid}.csv") as tmp:
+            result.to_csv(tmp, index=False, float_format="%.4f")
+    if args.table:
+        print(table())
+
+
+if __name__ == "__main__":
+    main()

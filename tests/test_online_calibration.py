@@ -1,0 +1,97 @@
+"""The calibration fitted on real outcomes, and its online update from a grid's measured exposures."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryorl import CryoEMEnv, simulate_atlas
+from cryorl.agents import OnlinePlannerPolicy, PlannerPolicy, make_policy
+from cryorl.calibration import Calibration, OnlineCalibration, OnlinePrior, default_calibration, fit_on_real_outcomes
+from cryorl.prediction_quality import with_prediction_quality
+from cryorl.quality import as_classifier
+
+
+def log_loss(z: np.ndarray, good: np.ndarray) -> float:
+    return float(np.mean(np.logaddexp(0.0, z) - good * z))
+
+
+def measured_and_rest(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return order[:k], order[k:]
+
+
+def test_the_shipped_calibration_is_fitted_on_real_outcomes(aldolase):
+    shipped = default_calibration()
+    assert shipped.source.startswith("real outcomes") and shipped.online is not None
+    refit = fit_on_real_outcomes(aldolase)
+    assert refit.weights == pytest.approx(shipped.weights, abs=1e-5)
+    assert refit.online.regressor_cov == pytest.approx(shipped.online.regressor_cov, abs=1e-5)
+    # better on the real split at unseen quality than a fit on simulated grids (their predictions relate to the
+    # outcomes differently) and than the calibration cryorl shipped before (simulated, in-sample)
+    from cryorl.calibration import fit_on_simulated_grids
+
+    proxy = with_prediction_quality(aldolase, "unseen", seed=0)
+    assert shipped.log_loss(proxy) < 0.85 * fit_on_simulated_grids(prediction_quality="in-sample").log_loss(proxy)
+
+
+def test_online_update_learns_that_a_grid_is_optimistic():
+    """Predictions 2 Å better than they should be: after 30 measured holes the probabilities of the others come
+    closer to the truth."""
+    atlas = simulate_atlas(90001)
+    optimistic = atlas.with_predictions(np.maximum(atlas.predicted_ctf - 2.0, 1.5))
+    shipped = default_calibration()
+    good = optimistic.is_good()
+    holes, rest = measured_and_rest(len(optimistic), 30)
+    grid = OnlineCalibration(shipped, optimistic)
+    before = grid.log_odds()
+    np.testing.assert_allclose(before, shipped.log_odds(optimistic))          # nothing measured: the shipped fit
+    grid.update(holes, good[holes])
+    assert grid.w[0] < -0.3                                                 # its holes are worse than they look
+    assert log_loss(grid.log_odds()[rest], good[rest]) < 0.9 * log_loss(before[rest], good[rest])
+    expected_good = lambda z: np.mean(1.0 / (1.0 + np.exp(-z[rest])))  # noqa: E731
+    assert expected_good(grid.log_odds()) < expected_good(before) - 0.05     # 0.62 -> 0.55 (truth 0.41)
+    grid.update(holes[:0], good[:0])                                        # nothing measured again: the prior
+    np.testing.assert_allclose(grid.log_odds(), before)
+
+
+def test_online_temperature_of_an_over_confident_classifier():
+    atlas = as_classifier(simulate_atlas(90002), scale=0.4)                 # probabilities far too sure
+    good = atlas.is_good()
+    holes, rest = measured_and_rest(len(atlas), 30, seed=1)
+    grid = OnlineCalibration(default_calibration(), atlas)
+    before = grid.log_odds()
+    grid.update(holes, good[holes])
+    assert grid.classifier and grid.temperature > 1.3
+    assert log_loss(grid.log_odds()[rest], good[rest]) < 0.9 * log_loss(before[rest], good[rest])
+
+
+def test_planner_online_updates_from_the_episode_it_is_in():
+    atlas = simulate_atlas(90001)
+    atlas = atlas.with_predictions(np.maximum(atlas.predicted_ctf - 2.0, 1.5))
+    env = CryoEMEnv(atlas, budget=120)
+    obs, _ = env.reset(seed=0)
+    planner, static = make_policy("planner-online"), PlannerPolicy()
+    assert isinstance(planner, OnlinePlannerPolicy) and planner.name == "planner-online"
+    planner.reset(env)
+    static.reset(env)
+    for _ in range(30):
+        obs, *_ = env.step(planner.act(obs, obs["action_mask"]))
+    planner.learn()
+    visited = np.flatnonzero(np.asarray(env.visited))
+    expected = OnlineCalibration(default_calibration(), atlas)
+    for _ in range(10):                                          # warm-started steps converge to the same mode
+        expected.update(visited, atlas.is_good()[visited])
+    np.testing.assert_allclose(planner.p, expected.probability_good(), atol=1e-3)
+    assert np.abs(planner.p - static.p).max() > 0.02                # it moved: from the 31 holes it measured
+
+
+def test_calibration_files_keep_the_online_prior(tmp_path):
+    shipped = default_calibration()
+    again = Calibration.load(shipped.save(tmp_path / "c.json"))
+    assert again == shipped
+    plain = Calibration(shipped.weights, source="no prior")
+    assert Calibration.load(plain.save(tmp_path / "plain.json")).online is None
+    with pytest.raises(ValueError, match="has no online prior"):
+        OnlineCalibration(plain, simulate_atlas(1))
+    with pytest.raises(ValueError, match="positive definite 2×2"):
+        OnlinePrior((1.0, 2.0, 2.0, 1.0), (1.0, 0.0, 0.0, 1.0))
