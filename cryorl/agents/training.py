@@ -447,16 +447,16 @@ def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int |
             _imitate(model, config, imitation, fns, run_dir, seed, log, progress_bar)
             save_checkpoint(model, run_dir / "checkpoints", replay_buffer=False, keep=config.keep_checkpoints)
         config = replace(config, imitation=imitation)                    # run.json records the imitation done
-    remaining, line = rl_steps(model, total - model.num_timesteps)
-    log(line)
+    remaining, rl_line = rl_steps(model, total - model.num_timesteps)
+    if remaining and eval_atlases:
+        log(f"evaluation: {name} and the planner on {len(eval_atlases)} held-out grid(s), {config.eval.episodes} "
+            f"episodes at {config.eval.budget:g} min, before RL and every {config.eval.freq:,} steps of each "
+            "environment")
+    log(rl_line)
     started = time.time()
     evaluation = EvalGoodExposures(config, run_dir, eval_atlases, name, log, progress=progress_bar)
     evaluation.truncate(int(model.num_timesteps))            # rows of steps this run will evaluate again
     if remaining:
-        if eval_atlases:
-            log(f"evaluation: {name} and the planner on {len(eval_atlases)} held-out grid(s), "
-                f"{config.eval.episodes} episodes at {config.eval.budget:g} min, before RL and every "
-                f"{config.eval.freq:,} steps of each environment")
         callbacks = [AtomicCheckpoint(run_dir / "checkpoints", config.checkpoint_freq,
                                       replay_buffer=config.algo == "dqn", keep=config.keep_checkpoints),
                      evaluation]
