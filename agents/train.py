@@ -2,6 +2,7 @@
 
     python agents/train.py --algo dqn                       # hyper-parameters from agents/hyperparams/dqn.yml
     python agents/train.py --algo ppo --timesteps 20000 --run-dir runs/ppo-quick
+    python agents/train.py --algo ppo --timesteps 2000 --imitation-steps 0    # RL only, no imitation
     python agents/train.py --algo dqn --run-dir runs/dqn    # run again after an interruption: it resumes
 
 Everything a run needs is in the YAML file: training grids (simulated, resampled every episode, and/or parts of a

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cryorl.fileio import atomic_path
+from cryorl.outputs import clip
 
 __all__ = ["Atlas", "AtlasError", "FIT_FAILURE_CTF", "MAX_FEATURE_CTF", "clip_ctf"]
 
@@ -174,9 +175,29 @@ class Atlas:
         """The hole order index of a hole name; KeyError names the hole when absent."""
         try:
             return self._index[name]
-        except KeyError:
-            raise KeyError(f"no hole named {name!r} in this atlas ({len(self)} holes from "
+        except (KeyError, TypeError):
+            raise KeyError(f"no hole named {clip(repr(name))} in this atlas ({len(self)} holes from "
                            f"{self.source or 'memory'})") from None
+
+    def hole_index(self, hole: str | int, what: str = "hole") -> int:
+        """The hole order index of ``hole``: a hole name, or an index into the hole order (an integer, or its
+        digits as text where no hole has that name). One ValueError, naming ``what`` and the value (cut to 200
+        characters), for anything else."""
+        if isinstance(hole, str):
+            if hole in self._index:
+                return self._index[hole]
+            digits = hole.strip()
+            if not (digits.isascii() and digits.isdigit()):
+                raise ValueError(f"unknown {what} {clip(repr(hole))}: no hole of that name in "
+                                 f"{self.source or 'this grid'} ({len(self)} holes)")
+            hole = int(digits)
+        elif isinstance(hole, (bool, np.bool_)) or not isinstance(hole, (int, np.integer)):
+            raise ValueError(f"{what} must be a hole name or an index into the hole order, not "
+                             f"{clip(repr(hole))}")
+        index = int(hole)
+        if not 0 <= index < len(self):
+            raise ValueError(f"{what} index {index} is outside the grid's {len(self)} holes (0..{len(self) - 1})")
+        return index
 
     def is_good(self, threshold: float = 6.0) -> np.ndarray:
         """Holes whose measured CTFMaxRes is ≤ ``threshold`` Å (unmeasured holes are not good)."""

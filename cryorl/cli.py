@@ -142,7 +142,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         env = CryoEMEnv(grid_seed=args.grid_seed, **env_kwargs)
     policies = [make_policy(agent, seed=args.seed) for agent in args.agent]
-    _once([p.name for p in policies], "--agent (policy names)")
+    labels = [p.name for p in policies]
+    repeated = [label for i, label in enumerate(labels) if label in labels[:i]]
+    if repeated:
+        raise ValueError(f"--agent: two agents are labelled {repeated[0]}; label a saved policy folder with "
+                         "NAME=PATH")
     with output_folder(args.out, overwrite=args.overwrite, what="evaluation", inputs=inputs) as out:
         frames, decision_ms = [], {}
         for policy in policies:
@@ -538,10 +542,14 @@ def _train(args: argparse.Namespace) -> int:
     from cryorl.agents.training import load_config, train
     from cryorl.resources import HYPERPARAMS_DIR
 
+    for option, value in (("--timesteps", args.timesteps), ("--imitation-steps", args.imitation_steps)):
+        if value is not None and value < 0:
+            raise ValueError(f"{option} must be 0 or more, not {value}")
     torch.set_num_threads(args.threads)
     config = load_config(args.config or HYPERPARAMS_DIR / f"{args.algo}.yml")
     run_dir = args.run_dir or Path("runs") / f"{config.algo}-seed{args.seed}"
-    policy = train(config, run_dir, seed=args.seed, timesteps=args.timesteps, progress_bar=not args.no_progress)
+    policy = train(config, run_dir, seed=args.seed, timesteps=args.timesteps, imitation_steps=args.imitation_steps,
+                   progress_bar=not args.no_progress)
     print(f"trained {policy.name}: {policy.metadata}; policy in {run_dir / 'policy'}, best in {run_dir / 'best'}")
     return 0
 
@@ -554,7 +562,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="run folder (default runs/ALGO-seedN); running again resumes an interrupted run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timesteps", type=int, default=None, help="override n_timesteps")
+    parser.add_argument("--timesteps", type=int, default=None,
+                        help="RL steps, instead of the config's n_timesteps (rounded up to whole PPO rollouts); "
+                             "below it, the imitation is scaled down with it")
+    parser.add_argument("--imitation-steps", type=int, default=None, metavar="N",
+                        help="labelled steps of imitation in all, split over the config's rounds (0: no "
+                             "imitation); default: the config's, scaled to --timesteps")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=_train)
@@ -615,7 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate agents over seeded random starts and budgets")
     evaluate.add_argument("--agent", nargs="+", required=True,
                           help="random, predict-rank, greedy-local, greedy-2t, snowball, planner, planner-online, "
-                               "oracle, dqn, ppo, a saved policy folder, or human-trace:PATH")
+                               "oracle, dqn, ppo, a saved policy folder (labelled by its path; NAME=PATH labels it "
+                               "NAME), or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None,
                           help="a grid: CryoRL folder, simulated session, hole table, EPU session (default: simulated)")
     evaluate.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)
@@ -868,8 +882,16 @@ def _one_line(error: BaseException) -> str:
 
 
 def _agent_paths(agents: list[str]) -> list[Path]:
-    """The files and folders named by agent specs (a saved policy folder, human-trace:PATH): inputs too."""
-    paths = [Path(a.split(":", 1)[1]) if a.startswith("human-trace:") else Path(a) for a in agents]
+    """The files and folders named by agent specs (a saved policy folder as PATH or NAME=PATH,
+    human-trace:PATH): inputs too."""
+    paths = []
+    for agent in agents:
+        if agent.startswith("human-trace:"):
+            paths.append(Path(agent.split(":", 1)[1]))
+        elif not os.path.lexists(Path(agent).expanduser()) and "=" in agent:
+            paths.append(Path(agent.partition("=")[2]))
+        else:
+            paths.append(Path(agent))
     return [p for p in paths if os.path.lexists(p.expanduser())]
 
 

@@ -197,8 +197,8 @@ class CryoEMEnv(gym.Env):
         self._budget = _positive(options.get("budget", self.budget), "budget (minutes)")
         if "start" in options:
             start = options["start"]
-            if isinstance(start, str):
-                start = self.atlas.index(start)
+            if isinstance(start, str) or not isinstance(start, (int, np.integer, np.ndarray)):
+                start = self.atlas.hole_index(start, "start hole")       # a name; anything else is refused
             start = self._check_hole(start, "start hole")
         else:
             start = int(self.np_random.integers(self._n))

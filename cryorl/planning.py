@@ -18,6 +18,7 @@ folder's ``holes.csv`` with ``stage_x_um``/``stage_y_um``, as ``cryorl simulate`
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -157,16 +158,38 @@ def read_measured(path: str | os.PathLike, atlas: Atlas, complete_lines_only: bo
     return measured
 
 
-def _hole_index(atlas: Atlas, hole: str | int) -> int:
-    if isinstance(hole, str) and not hole.isdigit():
+def _hole_index(atlas: Atlas, hole: str | int, what: str) -> int:
+    try:
+        return atlas.hole_index(hole, what)
+    except ValueError as error:
+        raise PlanError(str(error)) from None
+
+
+def _measured_indices(atlas: Atlas, measured) -> list[tuple[int, float]]:
+    """``(hole, CTFMaxRes)`` pairs with each hole (a name or an index) as its index; one PlanError naming the
+    pair for an unknown hole, a CTFMaxRes that is not a positive number or a hole measured twice."""
+    pairs: list[tuple[int, float]] = []
+    seen: dict[int, int] = {}
+    for number, item in enumerate(measured, start=1):
         try:
-            return atlas.index(hole)
-        except KeyError:
-            raise PlanError(f"unknown start hole {clip(repr(hole))} (not in {atlas.source or 'the grid'})") from None
-    index = int(hole)
-    if not 0 <= index < len(atlas):
-        raise PlanError(f"start hole index {index} is outside the grid's {len(atlas)} holes")
-    return index
+            hole, value = item
+        except (TypeError, ValueError):
+            raise PlanError(f"measured exposure {number}: expected a (hole, CTFMaxRes) pair, got "
+                            f"{clip(repr(item))}") from None
+        index = _hole_index(atlas, hole, f"measured hole (exposure {number})")
+        try:
+            ctf = float(value)
+        except (TypeError, ValueError):
+            ctf = float("nan")
+        if not np.isfinite(ctf) or ctf <= 0:
+            raise PlanError(f"measured exposure {number}: CTFMaxRes {clip(repr(value))} of {atlas.names[index]} "
+                            "must be a positive number")
+        if index in seen:
+            raise PlanError(f"measured exposure {number}: {atlas.names[index]} was measured twice (first as "
+                            f"exposure {seen[index]})")
+        seen[index] = number
+        pairs.append((index, ctf))
+    return pairs
 
 
 def _best_start(atlas: Atlas, threshold: float) -> int:
@@ -177,23 +200,24 @@ def _best_start(atlas: Atlas, threshold: float) -> int:
 
 
 def make_plan(atlas: Atlas, agent="planner", *, budget: float, costs="cryorl-2023", threshold: float = 6.0,
-              start: str | int | None = None, measured: list[tuple[int, float]] = (),
+              start: str | int | None = None, measured: Iterable[tuple[str | int, float]] = (),
               stage: tuple[np.ndarray, np.ndarray] | None = None) -> Plan:
     """The plan of ``agent`` (a name as ``cryorl evaluate --agent`` or a policy object) for ``budget`` minutes
-    (module docstring). ``measured``: ``(hole index, CTFMaxRes)`` in acquisition order (:func:`read_measured`);
-    ``stage``: stage x, y in µm per hole (:func:`read_stage_positions`)."""
+    (module docstring). ``start`` and the holes of ``measured`` (``(hole, CTFMaxRes)`` in acquisition order, as
+    :func:`read_measured` returns) are hole names or indices into the hole order; an unknown hole is a
+    :class:`PlanError`. ``stage``: stage x, y in µm per hole (:func:`read_stage_positions`)."""
     from cryorl.agents import make_policy
 
+    measured = _measured_indices(atlas, measured)
+    first = _hole_index(atlas, start, "start hole") if start is not None else None
     policy = make_policy(agent) if isinstance(agent, (str, os.PathLike)) else agent
-    measured = list(measured)
     truth = predicted_quality(atlas).astype(float)              # planned exposures come out as predicted
     for hole, ctf in measured:
         truth[hole] = ctf
     planned = replace(atlas, true_ctf=truth)
     env = CryoEMEnv(planned, budget=budget, costs=costs, threshold=threshold, invalid_action="raise")
     rows: list[tuple[int, int, float]] = []                     # (hole, switch level or -1 for the start, elapsed)
-    if start is not None:
-        first = _hole_index(atlas, start)
+    if first is not None:
         if any(hole == first for hole, _ in measured):
             raise PlanError(f"the start hole {atlas.names[first]} is also in the measured holes; the start is where "
                             "the microscope was before the first of them")

@@ -1,4 +1,6 @@
 """The planner's signals in the observation and the imitation (DAgger) that starts the learned agents from it."""
+import json
+
 import gymnasium as gym
 import numpy as np
 import pandas as pd
@@ -111,3 +113,54 @@ def test_training_starts_from_the_planner_in_both_settings(tmp_path):
     scores = [summarize(evaluate_policy(agent, classifier, episodes=3, budgets=[120], costs="cryorl-2022"))
               .good_mean.iloc[0] for agent in (policy, PlannerPolicy())]
     assert scores[0] >= 0.97 * scores[1]
+
+
+SHORT = {"algo": "ppo", "n_timesteps": 1280, "checkpoint_freq": 10_000,
+         "env": {"budgets": [60], "sources": [{"grid": SMALL}]}, "eval": {},
+         "imitation": {"rounds": 2, "steps_per_round": 800, "epochs": 1},
+         "policy_kwargs": {"net_arch": [16]}, "n_steps": 64, "batch_size": 64, "n_epochs": 1}
+
+
+def test_a_short_run_is_short_and_says_what_each_phase_does(tmp_path, capsys):
+    from cryorl.agents.training import IMITATION_FLOOR
+
+    messages = []
+    policy = train(SHORT, tmp_path / "short", timesteps=100, log=messages.append)
+    bars = "".join(capsys.readouterr())                        # tqdm on stderr, SB3's rich bar on stdout
+    # the imitation follows the run's size: 800 a round for 1,280 steps, the floor of 300 for 100
+    assert IMITATION_FLOOR == 300 and messages[0].startswith(
+        "imitation: 2 rounds × 300 labelled steps, whole episodes, 1 fitting epochs each (scaled to --timesteps 100")
+    steps = pd.read_csv(tmp_path / "short" / "imitation.csv")["steps"].tolist()
+    assert 300 <= steps[0] < 400 and 600 <= steps[1] < 800, steps       # whole episodes of ~40 steps
+    # RL in whole rollouts, and the run says so: 100 steps asked, 2 rollouts of 64 done
+    assert "rl: 128 MaskablePPO steps (100 rounded up to whole rollouts of n_steps 64 × 1 environment(s))" in messages
+    assert policy.metadata["timesteps"] == 128
+    # every phase shows its progress
+    for bar in ("imitation round 0: collecting", "imitation round 1: fitting 1 epochs on", "128/128"):
+        assert bar in bars, bar
+    run = json.loads((tmp_path / "short" / "run.json").read_text())
+    assert run["config"]["imitation"]["steps_per_round"] == 300           # the imitation that was done
+
+    messages.clear()
+    train(SHORT, tmp_path / "asked", timesteps=64, imitation_steps=900, progress_bar=False, log=messages.append)
+    assert messages[0].startswith("imitation: 2 rounds × 450 labelled steps") and "900 imitation steps asked" in \
+        messages[0]
+    assert 450 <= pd.read_csv(tmp_path / "asked" / "imitation.csv")["steps"].iloc[0] < 550
+
+
+def test_imitation_steps_zero_skips_the_imitation(tmp_path, capsys):
+    import yaml
+
+    from cryorl.cli import main
+
+    config = tmp_path / "ppo.yml"
+    config.write_text(yaml.safe_dump({"CryoEM-v0": SHORT}))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--imitation-steps", "0", "--timesteps", "64", "--run-dir",
+                 str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "imitation: none (0 imitation steps asked)" in out and "rl: 64 MaskablePPO steps\n" in out
+    assert not (run / "imitation.csv").exists() and (run / "policy" / "scorer.pt").exists()
+    assert json.loads((run / "run.json").read_text())["config"]["imitation"] is None
+    assert main(["train", "--config", str(config), "--imitation-steps", "-1", "--run-dir", str(tmp_path / "r2")]) == 2
+    assert "--imitation-steps must be 0 or more, not -1" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Masked DQN and MaskablePPO with per-hole scoring: masks everywhere, size independence, training and resuming."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +209,33 @@ def test_shipped_policies_load_and_collect(name, aldolase):
     policy = make_policy(name)
     summary = summarize(evaluate_policy(policy, aldolase, episodes=2, budgets=[120]))
     assert summary.good_mean.iloc[0] > 60          # far above random (~9) on the real split
+
+
+def test_a_saved_policy_folder_is_labelled_by_its_path_or_its_name(tmp_path, monkeypatch, capsys):
+    """`cryorl evaluate --agent ppo runs/ppo-tiny/best`: a policy you saved beside the shipped one it came from."""
+    import pandas as pd
+
+    from cryorl.agents import PRETRAINED_DIR
+    from cryorl.cli import main
+
+    shutil.copytree(PRETRAINED_DIR / "ppo", tmp_path / "runs" / "ppo-tiny" / "best")
+    monkeypatch.chdir(tmp_path)
+    quick = ["--budgets", "30", "--episodes", "1", "--quiet"]
+    assert main(["evaluate", "--agent", "ppo", "runs/ppo-tiny/best", "mine=runs/ppo-tiny/best", "--out", "eval",
+                 *quick]) == 0
+    summary, steps = pd.read_csv("eval/summary.csv"), pd.read_csv("eval/trajectories.csv")
+    assert summary.agent.tolist() == ["ppo", "runs/ppo-tiny/best", "mine"]
+    assert steps.agent.unique().tolist() == ["ppo", "runs/ppo-tiny/best", "mine"]
+    assert summary.good_mean.nunique() == 1                  # the same weights, three labels
+    capsys.readouterr()
+    for agents, message in [(["ppo", "ppo=runs/ppo-tiny/best"], "two agents are labelled ppo; label a saved policy "
+                                                               "folder with NAME=PATH"),
+                            (["mine=runs/none"], "agent 'mine=runs/none': no saved policy folder at runs/none"),
+                            ([" =runs/ppo-tiny/best"], "NAME=PATH needs a name")]:
+        assert main(["evaluate", "--agent", *agents, "--out", "refused", *quick]) == 2
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1 and not Path("refused").exists()
+    assert main(["benchmark", "--agents", "mine=runs/ppo-tiny/best", "ppo", "--operators", "0", "--no-steps",
+                 "--out", "report", *quick]) == 0
+    assert "| mine |" in Path("report/report.md").read_text()
+    assert set(pd.read_csv("report/ranking.csv").agent) == {"mine", "ppo", "oracle"}

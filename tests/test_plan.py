@@ -166,6 +166,40 @@ def test_bad_measured_files_and_requests_are_refused(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
+def test_holes_are_named_or_indexed_everywhere_in_python(aldolase):
+    names = list(aldolase.names)
+    measured = [(names[5], 4.1), (names[40], 7.5), (names[41], 3.9)]
+    by_index = make_plan(aldolase, "greedy-local", budget=60, start=3, measured=[(5, 4.1), (40, 7.5), (41, 3.9)])
+    by_name = make_plan(aldolase, "greedy-local", budget=60, start=names[3], measured=measured)
+    mixed = make_plan(aldolase, "greedy-local", budget=60, start="3", measured=[(names[5], 4.1), (40, 7.5),
+                                                                              (np.int64(41), 3.9)])
+    pd.testing.assert_frame_equal(by_name.targets, by_index.targets)
+    pd.testing.assert_frame_equal(mixed.targets, by_index.targets)
+    assert by_name.position == names[41] and by_name.measured == 3
+    assert not set(by_name.targets["hole"]) & {names[i] for i in (3, 5, 40, 41)}
+    long = "x" * 5000
+    for kwargs, message in [
+        ({"measured": [("not_a_hole", 4.0)]}, r"unknown measured hole \(exposure 1\) 'not_a_hole': no hole of that "
+                                              r"name in .*aldolase"),
+        ({"measured": [(names[0], 4.0), (len(names), 4.0)]}, rf"measured hole \(exposure 2\) index {len(names)} "
+                                                             rf"is outside the grid's {len(names)} holes"),
+        ({"measured": [(names[0], 4.0), (0, 5.0)]}, rf"exposure 2: {names[0]} was measured twice"),
+        ({"measured": [(names[0], "abc")]}, rf"exposure 1: CTFMaxRes 'abc' of {names[0]} must be a positive"),
+        ({"measured": [names[0]]}, r"exposure 1: expected a \(hole, CTFMaxRes\) pair"),
+        ({"start": 2.5}, r"start hole must be a hole name or an index into the hole order, not 2.5"),
+        ({"start": long}, r"unknown start hole 'x+… \(5,002 characters\): no hole"),
+    ]:
+        with pytest.raises(PlanError, match=message) as caught:
+            make_plan(aldolase, budget=60, **kwargs)
+        assert len(str(caught.value)) < 400
+    # the environment's start takes the same names and refuses an unknown one the same way
+    env = CryoEMEnv(aldolase, budget=60)
+    assert env.reset(options={"start": names[7]})[1]["hole"] == names[7]
+    assert env.reset(options={"start": 7})[1]["hole"] == names[7]
+    with pytest.raises(ValueError, match=r"unknown start hole 'x+… \(5,002 characters\)"):
+        env.reset(options={"start": long})
+
+
 def test_watch_replans_as_the_measured_file_grows(tmp_path):
     atlas = load_cryorl_dataset(SESSION, "sample")
     measured, out = tmp_path / "measured.csv", tmp_path / "live"

@@ -32,8 +32,11 @@ def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
     """A policy by name — a baseline (random, predict-rank, greedy-local, greedy-2t, snowball, oracle), the
     budget-aware ``planner`` (``planner-online``: recalibrated from the grid's measured exposures), or a shipped
     learned policy (dqn, ppo: in the package, ``agents/pretrained/`` in a checkout) — or the path of a saved policy
-    folder, or ``human-trace:PATH`` (a timestamps.csv or a file of hole names)."""
+    folder (labelled by that path, as given; ``NAME=PATH`` labels it ``NAME``), or ``human-trace:PATH`` (a
+    timestamps.csv or a file of hole names). The label is the policy's ``name``: what evaluation tables and reports
+    show."""
     from cryorl.agents.learned import LearnedPolicy
+    from cryorl.outputs import clip
 
     text = str(agent)
     if text in RULES:
@@ -45,8 +48,16 @@ def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
             raise ValueError(f"no shipped {text} policy at {folder}; train one with `cryorl train --algo {text}`")
         return LearnedPolicy.load(folder, name=text)
     if Path(text).is_dir():
-        return LearnedPolicy.load(text)
+        return LearnedPolicy.load(text, name=text)
     if text.startswith("human-trace:"):
         return HumanTracePolicy(Path(text.split(":", 1)[1]))
-    raise ValueError(f"unknown agent {text!r}; choose one of {', '.join(AGENT_NAMES)}, a saved policy folder, "
-                     "or human-trace:PATH")
+    label, named, folder = text.partition("=")
+    if named:
+        if not label.strip() or label != label.strip():
+            raise ValueError(f"agent {clip(repr(text))}: NAME=PATH needs a name without surrounding spaces "
+                             "before '='")
+        if not Path(folder).expanduser().is_dir():
+            raise ValueError(f"agent {clip(repr(text))}: no saved policy folder at {clip(folder)}")
+        return LearnedPolicy.load(Path(folder).expanduser(), name=label)
+    raise ValueError(f"unknown agent {clip(repr(text))}; choose one of {', '.join(AGENT_NAMES)}, a saved policy "
+                     "folder (PATH or NAME=PATH), or human-trace:PATH")

@@ -117,14 +117,38 @@ def _network_actions(scorer: HoleScorer, observations: list[dict[str, np.ndarray
     return scores.argmax(dim=1).cpu().numpy()
 
 
+class _StepBar:
+    """A tqdm bar of labelled steps whose total grows while the episodes in progress finish (whole episodes)."""
+
+    def __init__(self, total: int, desc: str | None) -> None:
+        self.bar = None
+        if desc is not None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            if self.bar.n >= self.bar.total:
+                self.bar.total = self.bar.n + 1
+                self.bar.set_postfix_str("finishing the episodes in progress", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def collect(envs: list[gym.Env], scorer: HoleScorer | None, steps: int, *, follow_planner: float = 1.0,
-            gamma: float = 0.97, seed: int = 0, demonstrations: Demonstrations | None = None) -> Demonstrations:
+            gamma: float = 0.97, seed: int = 0, demonstrations: Demonstrations | None = None,
+            progress: str | None = None) -> Demonstrations:
     """About ``steps`` labelled steps (whole episodes), following the planner with probability ``follow_planner``
     and ``scorer``'s best hole otherwise. ``envs`` carry the planner's signals (:class:`PlannerSignals`); each
-    keeps running episodes in turn."""
+    keeps running episodes in turn. ``progress``: the description of a progress bar of the steps (None: no bar)."""
     demonstrations = demonstrations if demonstrations is not None else Demonstrations(gamma)
     rng = np.random.default_rng(seed)
     target = len(demonstrations) + steps
+    bar = _StepBar(steps, progress)
     observations, episodes, episode_steps = [], [], []
     for env in envs:
         obs, _ = env.reset(seed=int(rng.integers(2**31)))
@@ -143,6 +167,7 @@ def collect(envs: list[gym.Env], scorer: HoleScorer | None, steps: int, *, follo
             new_obs, reward, terminated, truncated, _ = envs[k].step(int(action))
             episode_steps[k].append(len(demonstrations))
             demonstrations._record(episodes[k], observations[k], int(action), float(reward))
+            bar.update()
             if terminated or truncated:
                 demonstrations._end_episode(episodes[k], new_obs, episode_steps[k])
                 if len(demonstrations) >= target:
@@ -153,14 +178,16 @@ def collect(envs: list[gym.Env], scorer: HoleScorer | None, steps: int, *, follo
             observations[k] = new_obs
             still.append(k)
         active = still
+    bar.close()
     return demonstrations
 
 
 def fit(scorer: HoleScorer, demonstrations: Demonstrations, *, loss: Literal["policy", "q"], epochs: float = 2.0,
         batch_size: int = 128, learning_rate: float = 1e-3, margin: float = 0.5, value_weight: float = 0.1,
-        seed: int = 0) -> dict[str, float]:
+        seed: int = 0, progress: str | None = None) -> dict[str, float]:
     """Fit ``scorer`` on the demonstrations (module docstring); returns the losses and the agreement with the
-    planner over the last epoch's training batches (in-sample, measured before each batch's update)."""
+    planner over the last epoch's training batches (in-sample, measured before each batch's update).
+    ``progress``: the description of a progress bar of the batches (None: no bar)."""
     generator = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(scorer.parameters(), lr=learning_rate)
     scorer.train()
@@ -169,7 +196,12 @@ def fit(scorer: HoleScorer, demonstrations: Demonstrations, *, loss: Literal["po
     last = min(max(1, int(np.ceil(n / batch_size))), n_batches)           # the batches of the last epoch
     device = _device(scorer)
     totals = {"imitation_loss": 0.0, "value_loss": 0.0, "agreement": 0.0}
-    for b in range(n_batches):
+    batches = range(n_batches)
+    if progress is not None:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=progress, unit="batch", leave=False)
+    for b in batches:
         index = generator.integers(0, n, size=min(batch_size, n))
         obs, targets = demonstrations.batch(index)
         obs = {k: v.to(device) for k, v in obs.items()}
@@ -206,16 +238,22 @@ def fit(scorer: HoleScorer, demonstrations: Demonstrations, *, loss: Literal["po
 
 def imitate(scorer: HoleScorer, envs: list[gym.Env], *, loss: Literal["policy", "q"], rounds: int = 3,
             steps_per_round: int = 10_000, follow_planner: float = 0.5, gamma: float = 0.97, seed: int = 0,
-            log: Callable[[str], None] = print, **fit_kwargs) -> list[dict[str, float]]:
+            log: Callable[[str], None] = print, progress: bool = False, **fit_kwargs) -> list[dict[str, float]]:
     """DAgger: round 0 follows the planner, later rounds the network (the planner with probability
-    ``follow_planner``); ``scorer`` is fitted on all the data after every round. Returns one row per round."""
+    ``follow_planner``); ``scorer`` is fitted on all the data after every round. Returns one row per round.
+    ``progress``: bars of each round's collection (steps) and fitting (batches)."""
     demonstrations = Demonstrations(gamma)
     history = []
+    epochs = fit_kwargs.get("epochs", 2.0)
     for round_ in range(rounds):
+        where = f"imitation round {round_}"
         collect(envs, scorer, steps_per_round, follow_planner=1.0 if round_ == 0 else follow_planner,
-                gamma=gamma, seed=seed + round_, demonstrations=demonstrations)
+                gamma=gamma, seed=seed + round_, demonstrations=demonstrations,
+                progress=f"{where}: collecting" if progress else None)
         row = {"round": round_, "steps": len(demonstrations),
-               **fit(scorer, demonstrations, loss=loss, seed=seed + round_, **fit_kwargs)}
+               **fit(scorer, demonstrations, loss=loss, seed=seed + round_,
+                     progress=f"{where}: fitting {epochs:g} epochs on {len(demonstrations):,} steps"
+                     if progress else None, **fit_kwargs)}
         history.append(row)
         log(f"[imitation round {round_}] {row['steps']} labelled steps, agreement with the planner "
             f"{row['agreement']:.3f}, {loss} loss {row['imitation_loss']:.3f}")

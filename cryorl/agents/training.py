@@ -19,7 +19,8 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict
+import warnings
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import pandas as pd
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from cryorl.agents.config import EnvSettings, EvalSettings, Source, TrainingConfig, load_config
+from cryorl.agents.config import EnvSettings, EvalSettings, ImitationSettings, Source, TrainingConfig, load_config
 from cryorl.agents.evaluation import evaluate_policy, summarize
 from cryorl.agents.learned import LearnedPolicy, scorer_from_model
 from cryorl.agents.signals import PlannerSignals
@@ -41,8 +42,8 @@ from cryorl.quality import as_classifier
 from cryorl.synth import GridSpec, simulate_atlas
 
 __all__ = ["RandomBudget", "OpportunityCost", "load_config", "TrainingConfig", "training_env_fns",
-           "make_training_env", "make_eval_atlases", "EvalGoodExposures", "train", "real_part"]
-
+           "make_training_env", "make_eval_atlases", "EvalGoodExposures", "train", "real_part", "imitation_for_run",
+           "rl_steps", "IMITATION_FLOOR"]
 
 
 class RandomBudget(gym.Wrapper):
@@ -241,9 +242,11 @@ class EvalGoodExposures(BaseCallback):
     """Every ``eval.freq`` calls (and before the first): the greedy policy's mean good exposures on the held-out
     grids, beside the planner's, appended to ``eval.csv``; the best policy is saved in ``run_dir/best``."""
 
-    def __init__(self, config: TrainingConfig, run_dir: Path, atlases: list[Atlas], name: str, log=print) -> None:
+    def __init__(self, config: TrainingConfig, run_dir: Path, atlases: list[Atlas], name: str, log=print,
+                 progress: bool = False) -> None:
         super().__init__()
         self.config, self.run_dir, self.atlases, self.name, self.log = config, run_dir, atlases, name, log
+        self.progress = progress                     # a bar for the evaluation before RL (SB3's bar comes after)
         self.history_path = run_dir / "eval.csv"
         self.best = -np.inf
         self.planner_good = float("nan")
@@ -263,10 +266,11 @@ class EvalGoodExposures(BaseCallback):
                 kept.to_csv(tmp, index=False)
         self.best = float(kept["good_mean"].max()) if len(kept) else -np.inf
 
-    def _mean_good(self, policy) -> float:
+    def _mean_good(self, policy, progress: bool = False) -> float:
         settings, env = self.config.eval, self.config.env
         goods = [summarize(evaluate_policy(policy, atlas, episodes=settings.episodes, seed=10_000,
-                                           budgets=[settings.budget], costs=env.costs, threshold=env.threshold))
+                                           budgets=[settings.budget], costs=env.costs, threshold=env.threshold,
+                                           progress=progress))
                  ["good_mean"].iloc[0] for atlas in self.atlases]
         return float(np.mean(goods))
 
@@ -274,18 +278,18 @@ class EvalGoodExposures(BaseCallback):
         if self.atlases:
             from cryorl.agents.planner import PlannerPolicy
 
-            self.planner_good = self._mean_good(PlannerPolicy())
+            self.planner_good = self._mean_good(PlannerPolicy(), self.progress)
             if not self.history_path.exists():
-                self._evaluate()
+                self._evaluate(self.progress)
 
     def _on_step(self) -> bool:
         if self.atlases and self.n_calls % self.config.eval.freq == 0:
             self._evaluate()
         return True
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, progress: bool = False) -> None:
         policy = LearnedPolicy.from_model(self.model, self.name)
-        good = self._mean_good(policy)
+        good = self._mean_good(policy, progress)
         self.logger.record("eval/good_exposures", good)
         self.logger.record("eval/good_vs_planner", good / max(self.planner_good, 1e-9))
         row = pd.DataFrame([{"timesteps": self.num_timesteps, "good_mean": good,
@@ -302,7 +306,64 @@ class EvalGoodExposures(BaseCallback):
                  f"planner {self.planner_good:.1f})")
 
 
-def _imitate(model, config: TrainingConfig, fns: list, run_dir: Path, seed: int, log) -> None:
+IMITATION_FLOOR = 300
+"""Labelled steps per imitation round at least, when the rounds are scaled down to a short run."""
+
+
+def imitation_for_run(config: TrainingConfig, timesteps: int | None = None,
+                      imitation_steps: int | None = None) -> tuple[ImitationSettings | None, str]:
+    """The imitation a new run does, and the line that says so: ``imitation_steps`` labelled steps in all, split
+    over the config's rounds (0: none; without an ``imitation`` section, the default rounds); else the config's,
+    with ``steps_per_round`` scaled by ``timesteps / n_timesteps`` (at least :data:`IMITATION_FLOOR`) when
+    ``timesteps`` is below the config's ``n_timesteps``. Rounds collect whole episodes, so a round may take a
+    few hundred steps more."""
+    settings = config.imitation
+    if imitation_steps is not None:
+        if isinstance(imitation_steps, bool) or not isinstance(imitation_steps, (int, np.integer)) \
+                or imitation_steps < 0:
+            raise ValueError(f"imitation steps must be a whole number, 0 or more, not {imitation_steps!r}")
+        if imitation_steps == 0:
+            return None, "imitation: none (0 imitation steps asked)"
+        settings = settings or ImitationSettings()
+        settings = replace(settings, steps_per_round=-(-int(imitation_steps) // settings.rounds))
+        why = f"{int(imitation_steps):,} imitation steps asked"
+    elif settings is None:
+        return None, "imitation: none (the config has no imitation section)"
+    elif timesteps is not None and timesteps < config.n_timesteps:
+        scaled = round(settings.steps_per_round * timesteps / config.n_timesteps)
+        settings = replace(settings, steps_per_round=min(settings.steps_per_round, max(IMITATION_FLOOR, scaled)))
+        why = (f"scaled to --timesteps {timesteps:,} of the config's {config.n_timesteps:,}, at least "
+               f"{IMITATION_FLOOR} a round; --imitation-steps N to choose")
+    else:
+        why = "the config's"
+    return settings, (f"imitation: {settings.rounds} rounds × {settings.steps_per_round:,} labelled steps, whole "
+                      f"episodes, {settings.epochs:g} fitting epochs each ({why})")
+
+
+def rl_steps(model, remaining: int) -> tuple[int, str]:
+    """``remaining`` RL steps rounded up to what the algorithm learns in — whole PPO rollouts (``n_steps`` × the
+    environments), DQN's collections of ``train_freq`` steps × the environments — so that the run stops where it
+    says and SB3's progress bar ends at its total; and the line that says so."""
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+    from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+
+    algo = type(model).__name__
+    if remaining <= 0:
+        return 0, f"rl: none (the model has {model.num_timesteps:,} steps, as many as asked)"
+    unit, what = model.n_envs, f"{model.n_envs} environment(s)"
+    if isinstance(model, OnPolicyAlgorithm):
+        unit = model.n_steps * model.n_envs
+        what = f"whole rollouts of n_steps {model.n_steps:,} × {model.n_envs} environment(s)"
+    elif getattr(model, "train_freq", None) is not None and model.train_freq.unit == TrainFrequencyUnit.STEP:
+        unit = model.train_freq.frequency * model.n_envs
+        what = f"collections of train_freq {model.train_freq.frequency} steps × {model.n_envs} environment(s)"
+    steps = -(-int(remaining) // unit) * unit
+    line = f"rl: {steps:,} {algo} steps"
+    return steps, line + (f" ({remaining:,} rounded up to {what})" if steps != remaining else "")
+
+
+def _imitate(model, config: TrainingConfig, settings: ImitationSettings, fns: list, run_dir: Path, seed: int,
+             log, progress: bool) -> None:
     """DAgger from the planner into the model's network (:mod:`cryorl.agents.imitation`) before RL; the rounds'
     agreement and losses go to ``imitation.csv``."""
     from cryorl.agents.imitation import imitate
@@ -310,7 +371,7 @@ def _imitate(model, config: TrainingConfig, fns: list, run_dir: Path, seed: int,
     envs = [fn() for fn in fns]
     started = time.time()
     history = imitate(scorer_from_model(model), envs, loss="q" if config.algo == "dqn" else "policy",
-                      gamma=config.gamma, seed=seed, log=log, **asdict(config.imitation))
+                      gamma=config.gamma, seed=seed, log=log, progress=progress, **asdict(settings))
     if config.algo == "dqn":
         model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
     frame = pd.DataFrame(history).assign(wall_seconds=round(time.time() - started, 1))
@@ -327,14 +388,19 @@ def _save_policy(policy: LearnedPolicy, folder: Path) -> None:
 
 
 def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *, seed: int = 0,
-          timesteps: int | None = None, progress_bar: bool = True, name: str | None = None,
-          log=print) -> LearnedPolicy:
+          timesteps: int | None = None, imitation_steps: int | None = None, progress_bar: bool = True,
+          name: str | None = None, log=print) -> LearnedPolicy:
     """Train (or resume) one agent in ``run_dir``; returns the final policy (also saved in ``run_dir/policy``).
 
     ``config``: a :class:`~cryorl.agents.config.TrainingConfig` (or its mapping, checked here). With an
-    ``imitation`` section, a new run first imitates the planner (DAgger; ``imitation.csv``) and then learns by RL
-    from there. ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written atomically,
-    the newest ``keep_checkpoints`` kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best policy on
+    ``imitation`` section (or ``imitation_steps`` > 0), a new run first imitates the planner (DAgger;
+    ``imitation.csv``) and then learns by RL from there; ``timesteps`` below the config's ``n_timesteps`` scales
+    the imitation down with it, ``imitation_steps`` sets it (labelled steps in all; 0: none) —
+    :func:`imitation_for_run`. RL steps are rounded up to whole PPO rollouts (:func:`rl_steps`). Each phase
+    says in one ``log`` line what it will do, and shows a progress bar with ``progress_bar``.
+
+    ``run_dir`` gets ``checkpoints/`` (SB3 zips, with the replay buffer for DQN; written atomically, the newest
+    ``keep_checkpoints`` kept), ``tb/`` (TensorBoard), ``eval.csv`` and ``best/`` (the best policy on
     the held-out grids), ``policy/`` and ``run.json`` (config, seed, wall time). Re-running with the same
     ``run_dir`` resumes from the newest checkpoint that loads. Checkpoints are SB3 zips, which unpickle Python
     objects: a run folder is trusted like code; resume only runs you made (shipped policies are plain weights).
@@ -346,17 +412,19 @@ def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *
     from cryorl.outputs import lock_folder
 
     config = TrainingConfig.from_mapping(config)
+    imitation_for_run(config, timesteps, imitation_steps)            # a bad imitation_steps, before any work
     run_dir = Path(run_dir)
     with lock_folder(run_dir, what="run folder"):
         for folder in (run_dir, run_dir / "checkpoints"):
             removed = remove_orphaned_parts(folder, untagged=True)       # we hold the lock: no writer is alive
             if removed:
                 log(f"removed {len(removed)} temporary files of an interrupted run from {folder}")
-        return _train(config, run_dir, seed=seed, timesteps=timesteps, progress_bar=progress_bar, name=name, log=log)
+        return _train(config, run_dir, seed=seed, timesteps=timesteps, imitation_steps=imitation_steps,
+                      progress_bar=progress_bar, name=name, log=log)
 
 
-def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int | None, progress_bar: bool,
-           name: str | None, log) -> LearnedPolicy:
+def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int | None,
+           imitation_steps: int | None, progress_bar: bool, name: str | None, log) -> LearnedPolicy:
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.utils import set_random_seed
 
@@ -373,19 +441,29 @@ def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int |
     resume = model is not None
     if model is None:
         model = _make_model(config, venv, seed, str(run_dir / "tb"))
-        if config.imitation is not None:
-            _imitate(model, config, fns, run_dir, seed, log)
+        imitation, line = imitation_for_run(config, timesteps, imitation_steps)
+        log(line)
+        if imitation is not None:
+            _imitate(model, config, imitation, fns, run_dir, seed, log, progress_bar)
             save_checkpoint(model, run_dir / "checkpoints", replay_buffer=False, keep=config.keep_checkpoints)
-    remaining = max(total - model.num_timesteps, 0)
+        config = replace(config, imitation=imitation)                    # run.json records the imitation done
+    remaining, rl_line = rl_steps(model, total - model.num_timesteps)
+    if remaining and eval_atlases:
+        log(f"evaluation: {name} and the planner on {len(eval_atlases)} held-out grid(s), {config.eval.episodes} "
+            f"episodes at {config.eval.budget:g} min, before RL and every {config.eval.freq:,} steps of each "
+            "environment")
+    log(rl_line)
     started = time.time()
-    evaluation = EvalGoodExposures(config, run_dir, eval_atlases, name, log)
+    evaluation = EvalGoodExposures(config, run_dir, eval_atlases, name, log, progress=progress_bar)
     evaluation.truncate(int(model.num_timesteps))            # rows of steps this run will evaluate again
     if remaining:
         callbacks = [AtomicCheckpoint(run_dir / "checkpoints", config.checkpoint_freq,
                                       replay_buffer=config.algo == "dqn", keep=config.keep_checkpoints),
                      evaluation]
-        model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume, progress_bar=progress_bar,
-                    tb_log_name=name)
+        with warnings.catch_warnings():                  # SB3's bar is tqdm.rich, which warns it is experimental
+            warnings.filterwarnings("ignore", message="rich is experimental")
+            model.learn(remaining, callback=callbacks, reset_num_timesteps=not resume, progress_bar=progress_bar,
+                        tb_log_name=name)
     wall = time.time() - started
     with atomic_path(run_dir / "final.zip") as tmp, open(tmp, "wb") as handle:
         model.save(handle)
