@@ -19,7 +19,8 @@ import pandas as pd
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy
 from cryorl.outputs import output_folder
-from cryorl.planning import SessionOver, make_plan, read_measured, read_stage_positions
+from cryorl.planning import SessionOver, make_plan, read_measured
+from cryorl.stage import read_stage_positions
 
 
 def main() -> None:

@@ -583,6 +583,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from cryorl import __version__
+    from cryorl.agents.registry import policy_names
     from cryorl.reporting.benchmark import DEFAULT_AGENTS, PUBLISHED
 
     parser = _Parser(prog="cryorl", description=__doc__)
@@ -627,9 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate agents over seeded random starts and budgets")
     evaluate.add_argument("--agent", nargs="+", required=True,
-                          help="random, predict-rank, greedy-local, greedy-2t, snowball, planner, planner-online, "
-                               "oracle, dqn, ppo, a saved policy folder (labelled by its path; NAME=PATH labels it "
-                               "NAME), or human-trace:PATH")
+                          help=f"{', '.join(policy_names())}, a saved policy folder (labelled by its path; "
+                               "NAME=PATH labels it NAME), or human-trace:PATH")
     evaluate.add_argument("--data", type=Path, default=None,
                           help="a grid: CryoRL folder, simulated session, hole table, EPU session (default: simulated)")
     evaluate.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)

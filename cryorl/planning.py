@@ -31,7 +31,7 @@ from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.outputs import clip
 from cryorl.quality import predicted_quality
 
-__all__ = ["Plan", "PlanError", "SessionOver", "make_plan", "read_measured", "read_stage_positions", "navigator_text",
+__all__ = ["Plan", "PlanError", "SessionOver", "make_plan", "read_measured", "navigator_text",
            "PLAN_COLUMNS", "SWITCH_NAMES"]
 
 SWITCH_NAMES = ("hole", "patch", "square", "tile")
@@ -89,31 +89,6 @@ def navigator_text(targets: pd.DataFrame) -> str:
                   "Regis = 1", "Type = 0", f"Note = {row.hole} ({row.switch} move, "
                   f"{row.cumulative_minutes:g} min)", "Acquire = 1", f"PtsX = {x:.3f}", f"PtsY = {y:.3f}", ""]
     return "\n".join(lines)
-
-
-def read_stage_positions(path: str | os.PathLike, atlas: Atlas) -> tuple[np.ndarray, np.ndarray] | None:
-    """Stage x, y (µm) of every hole from a hole table with ``hole``, ``stage_x_um`` and ``stage_y_um`` columns;
-    None when the table has no stage columns."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)          # the text as written, for messages
-    if not {"hole", "stage_x_um", "stage_y_um"} <= set(table.columns):
-        return None
-    repeated = table["hole"][table["hole"].duplicated()]
-    if len(repeated):
-        line = int(repeated.index[0]) + 2                                 # 1-based, after the header
-        raise PlanError(f"{path}:{line}: hole {repeated.iloc[0]!r} is listed twice")
-    for column in ("stage_x_um", "stage_y_um"):
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = ~np.isfinite(values.to_numpy(float))
-        if bad.any():
-            line = int(np.flatnonzero(bad)[0]) + 2
-            raise PlanError(f"{path}:{line}: {column} {table[column].iloc[line - 2]!r} is not a finite number")
-        table[column] = values
-    by_name = table.set_index("hole")
-    missing = [name for name in atlas.names if name not in by_name.index]
-    if missing:
-        raise PlanError(f"{path}: no stage position for {len(missing)} holes (first: {missing[0]})")
-    rows = by_name.loc[list(atlas.names)]
-    return rows["stage_x_um"].to_numpy(float), rows["stage_y_um"].to_numpy(float)
 
 
 def read_measured(path: str | os.PathLike, atlas: Atlas, complete_lines_only: bool = False) -> list[tuple[int, float]]:
@@ -205,7 +180,7 @@ def make_plan(atlas: Atlas, agent="planner", *, budget: float, costs="cryorl-202
     """The plan of ``agent`` (a name as ``cryorl evaluate --agent`` or a policy object) for ``budget`` minutes
     (module docstring). ``start`` and the holes of ``measured`` (``(hole, CTFMaxRes)`` in acquisition order, as
     :func:`read_measured` returns) are hole names or indices into the hole order; an unknown hole is a
-    :class:`PlanError`. ``stage``: stage x, y in µm per hole (:func:`read_stage_positions`)."""
+    :class:`PlanError`. ``stage``: stage x, y in µm per hole (:func:`cryorl.stage.read_stage_positions`)."""
     from cryorl.agents import make_policy
 
     measured = _measured_indices(atlas, measured)

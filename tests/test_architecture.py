@@ -1,4 +1,5 @@
-"""The package's import graph has no cycle (module-level imports; a function-level import is a deliberate deferral)."""
+"""The package's import graph has no cycle at any depth: module-level imports, imports inside functions (a deferral
+is still a dependency) and typing-only imports all count."""
 import ast
 from pathlib import Path
 
@@ -15,7 +16,7 @@ def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, path in modules.items():
         edges = set()
-        for node in ast.parse(path.read_text()).body:                      # module level only
+        for node in ast.walk(ast.parse(path.read_text())):                 # every import, at any depth
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cryorl"):
                 for alias in node.names:                                    # `from pkg import submodule`
                     target = f"{node.module}.{alias.name}"
@@ -53,3 +54,16 @@ def test_the_import_graph_has_no_cycle():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
     # and the check sees one where there is one
     assert find_cycle({**graph, "cryorl.perception.registry": {"cryorl.perception.resnet"}})
+
+
+def test_a_planted_function_level_cycle_is_found(tmp_path, monkeypatch):
+    """An import inside a function that closes a loop is a cycle too (the deferral only hides it at start-up)."""
+    import shutil
+
+    package = tmp_path / "cryorl"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__", "resources"))
+    render = package / "render.py"
+    render.write_text(render.read_text() + "\n\ndef _planted():\n    from cryorl.reporting import plots  # noqa\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+    cycle = find_cycle(import_graph())
+    assert cycle is not None and "cryorl.render" in cycle and "cryorl.reporting.plots" in cycle

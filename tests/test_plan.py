@@ -12,7 +12,9 @@ from cryorl import CryoEMEnv, load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy
 from cryorl.cli import main
 from cryorl.costs import get_costs
-from cryorl.planning import PLAN_COLUMNS, PlanError, make_plan, read_measured, read_stage_positions
+from cryorl.loaders import DataFileError
+from cryorl.planning import PLAN_COLUMNS, PlanError, make_plan, read_measured
+from cryorl.stage import read_stage_positions
 
 SESSION = Path(__file__).resolve().parents[1] / "data_samples" / "session"
 
@@ -125,12 +127,12 @@ def test_bad_stage_tables_are_refused(tmp_path):
     holes = pd.read_csv(SESSION / "holes.csv")
     table = tmp_path / "holes.csv"
     pd.concat([holes, holes.iloc[[3]]]).to_csv(table, index=False)
-    with pytest.raises(PlanError, match=r"holes.csv:32: hole '.*' is listed twice"):
+    with pytest.raises(DataFileError, match=r"holes.csv:32: hole '.*' is listed twice"):
         read_stage_positions(table, atlas)
     broken = holes.astype({"stage_x_um": object})
     broken.loc[4, "stage_x_um"] = "n/a"
     broken.to_csv(table, index=False)
-    with pytest.raises(PlanError, match=r"holes.csv:6: stage_x_um 'n/a' is not a finite number"):
+    with pytest.raises(DataFileError, match=r"holes.csv:6: stage_x_um 'n/a' is not a finite number"):
         read_stage_positions(table, atlas)
     x, y = read_stage_positions(SESSION / "holes.csv", atlas)
     by_name = holes.set_index("hole")

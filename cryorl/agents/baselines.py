@@ -36,24 +36,26 @@ import json
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from cryorl.agents.base import Policy
-from cryorl.atlas import MAX_FEATURE_CTF
+from cryorl.agents.registry import register_policy, register_prefix
+from cryorl.atlas import clip_ctf
 from cryorl.costs import switch_levels
 from cryorl.human import HumanTrace, load_human_trace
 from cryorl.quality import predicted_quality
 from cryorl.resources import RESOURCES
 
 __all__ = ["RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy", "TwoThresholdGreedyPolicy", "SnowballPolicy",
-           "OraclePolicy", "HumanTracePolicy", "BASELINES", "RULES_FILE", "tuned_thresholds"]
+           "OraclePolicy", "HumanTracePolicy", "GridPolicy", "RULES_FILE", "tuned_thresholds"]
 
 RULES_FILE = RESOURCES / "rules.json"
 """The shipped thresholds of the two-threshold rule, per cost setting (``benchmarks/tune_rules.py``)."""
 
 
-class _GridPolicy(Policy):
+class GridPolicy(Policy):
     """Shared episode bookkeeping: the grid's arrays, costs and threshold, and move costs from the current hole."""
 
     def reset(self, env) -> None:
@@ -88,7 +90,7 @@ class RandomPolicy(Policy):
         return int(self.rng.choice(np.flatnonzero(action_mask)))
 
 
-class PredictRankPolicy(_GridPolicy):
+class PredictRankPolicy(GridPolicy):
     name = "predict-rank"
 
     def act(self, observation, action_mask) -> int:
@@ -96,7 +98,7 @@ class PredictRankPolicy(_GridPolicy):
         return self._rank(self.predicted, valid, self.move_costs())
 
 
-class GreedyLocalPolicy(_GridPolicy):
+class GreedyLocalPolicy(GridPolicy):
     name = "greedy-local"
 
     def _scores(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +183,7 @@ class OraclePolicy(GreedyLocalPolicy):
 
     def reset(self, env) -> None:
         super().reset(env)
-        self.truth = np.minimum(np.nan_to_num(env.atlas.true_ctf, nan=MAX_FEATURE_CTF), MAX_FEATURE_CTF)
+        self.truth = clip_ctf(env.atlas.true_ctf)
 
     def _scores(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.truth, self.truth <= self.threshold
@@ -215,7 +217,7 @@ class SnowballPolicy(GreedyLocalPolicy):
         return -q, q >= 0.5
 
 
-class HumanTracePolicy(_GridPolicy):
+class HumanTracePolicy(GridPolicy):
     name = "human-trace"
 
     def __init__(self, trace: HumanTrace | Sequence[str] | str | os.PathLike, name: str | None = None) -> None:
@@ -248,11 +250,13 @@ class HumanTracePolicy(_GridPolicy):
         return self._rank(self.predicted, valid, self.move_costs())
 
 
-BASELINES = {
-    "random": RandomPolicy,
-    "predict-rank": PredictRankPolicy,
-    "greedy-local": GreedyLocalPolicy,
-    "greedy-2t": TwoThresholdGreedyPolicy,
-    "snowball": SnowballPolicy,
-    "oracle": OraclePolicy,
-}
+register_policy("random", lambda seed: RandomPolicy(seed=seed), "a uniformly random unexposed hole (seeded)")
+register_policy("predict-rank", lambda seed: PredictRankPolicy(), "the lowest predicted CTFMaxRes anywhere")
+register_policy("greedy-local", lambda seed: GreedyLocalPolicy(),
+                "stay in the patch while it has predicted-good holes, else the patch with most per minute")
+register_policy("greedy-2t", lambda seed: TwoThresholdGreedyPolicy(),
+                "greedy-local with two thresholds (stay, enter) tuned on training grids")
+register_policy("snowball", lambda seed: SnowballPolicy(), "greedy-local on a belief updated by measured exposures")
+register_prefix("human-trace:", lambda path, seed: HumanTracePolicy(Path(path)))
+register_policy("oracle", lambda seed: OraclePolicy(), "greedy-local on the true CTFMaxRes: a bound, not an agent",
+                benchmark=False, needs_truth=True)

@@ -144,7 +144,8 @@ def evaluate(policy, env_or_atlas: CryoEMEnv | Atlas | None = None, *, episodes:
     at its own first hole, so one episode per budget is enough). ``env_kwargs`` go to :class:`CryoEMEnv` (costs,
     threshold, grid_seed, ...). Returns ``Evaluation(steps, summary)``.
     """
-    from cryorl.agents import HumanTracePolicy, make_policy
+    from cryorl.agents.baselines import HumanTracePolicy
+    from cryorl.agents.registry import make_policy
     from cryorl.human import HumanTrace
 
     if isinstance(policy, HumanTrace):

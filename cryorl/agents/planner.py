@@ -35,7 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cryorl.agents.baselines import _GridPolicy
+from cryorl.agents.baselines import GridPolicy
+from cryorl.agents.registry import register_policy
 from cryorl.calibration import Calibration, OnlineCalibration, default_calibration
 
 __all__ = ["PlannerPolicy", "OnlinePlannerPolicy", "Decision"]
@@ -53,7 +54,7 @@ class Decision(NamedTuple):
     price: float
 
 
-class PlannerPolicy(_GridPolicy):
+class PlannerPolicy(GridPolicy):
     """The budget-aware planner (module docstring). Deployable: it reads the predictions and the time left only.
 
     ``calibration``: the :class:`~cryorl.calibration.Calibration` that turns predictions into probabilities
@@ -275,3 +276,9 @@ class OnlinePlannerPolicy(PlannerPolicy):
 
     def __init__(self, calibration: Calibration | None = None, bisection_steps: int = 24) -> None:
         super().__init__(calibration, bisection_steps, online=True)
+
+
+register_policy("planner", lambda seed: PlannerPolicy(), "the budget-aware plan over tiles, squares and patches, "
+                "re-made before every move from calibrated probabilities")
+register_policy("planner-online", lambda seed: OnlinePlannerPolicy(), "the planner, its calibration updated from "
+                "the grid's measured exposures", benchmark=False)

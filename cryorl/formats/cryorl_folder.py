@@ -24,7 +24,8 @@ def _splits(path: Path) -> list[str]:
 
 def _load(path: Path, split: str | None, *, era: str | None = None, predictions=None,
           missing_prediction: str = "error") -> Grid:
-    from cryorl.planning import PlanError, read_stage_positions
+    from cryorl.loaders import DataFileError
+    from cryorl.stage import read_stage_positions
 
     atlas, skipped, files = read_cryorl_split(path, split, era=era, predictions=predictions,
                                               missing_prediction=missing_prediction)
@@ -34,7 +35,7 @@ def _load(path: Path, split: str | None, *, era: str | None = None, predictions=
     if table.is_file():
         try:
             stage = read_stage_positions(table, atlas)
-        except PlanError as error:                 # a partial table: the grid loads, plans name holes instead
+        except DataFileError as error:                 # a partial table: the grid loads, plans name holes instead
             notes.append(f"no stage positions: {error}")
     trace = path / TIMESTAMPS_FILE
     simulated = (path / "session.json").is_file()

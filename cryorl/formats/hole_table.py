@@ -28,7 +28,7 @@ def _load(path: Path, split: str | None) -> Grid:
     if path.suffix.lower() == ".csv":
         columns = pd.read_csv(path, comment="#", nrows=0).columns
         if {"stage_x_um", "stage_y_um"} <= set(columns):
-            from cryorl.planning import read_stage_positions
+            from cryorl.stage import read_stage_positions
 
             stage = read_stage_positions(path, atlas)
     else:

@@ -58,7 +58,7 @@ class HoleQualityPredictor:
         self.config = {"backbone": backbone, "target": target, "loss": loss, "bins": list(bins),
                        "input_size": input_size, "overrides": dict(overrides or {})}
         outputs = 1 if target == "regression" else len(bins) + 1
-        self.movies = model_entry(backbone).family == "temporal"
+        self.movies = model_entry(backbone).takes_movies
         self.model = create_model(backbone, in_chans=1, num_outputs=outputs, **self.config["overrides"])
         edges = np.asarray(bins, float)
         self.bin_centres = torch.tensor(np.concatenate([[edges[0] - 0.5], (edges[1:] + edges[:-1]) / 2,

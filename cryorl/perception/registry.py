@@ -25,6 +25,11 @@ class ModelEntry:
     description: str = ""
     input_shape: tuple[int, ...] = (1, 150, 150)       # (channels, H, W), or (frames, channels, H, W) for movies
 
+    @property
+    def takes_movies(self) -> bool:
+        """Whether the model reads exposure movie stacks (frames, channels, H, W) rather than single images."""
+        return len(self.input_shape) == 4
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 

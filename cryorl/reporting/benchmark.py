@@ -17,6 +17,7 @@ import pandas as pd
 from cryorl.agents import Policy, evaluate_policy, make_policy, summarize
 from cryorl.agents.baselines import HumanTracePolicy
 from cryorl.agents.evaluation import check_budgets
+from cryorl.agents.registry import policy_entries
 from cryorl.atlas import Atlas
 from cryorl.costs import CollectionCosts, get_costs
 from cryorl.env import CryoEMEnv
@@ -24,7 +25,9 @@ from cryorl.human import HumanTrace, jaccard, percentile_rank, real_clock
 
 __all__ = ["run_benchmark", "BenchmarkResult", "DEFAULT_AGENTS", "PUBLISHED"]
 
-DEFAULT_AGENTS = ("random", "predict-rank", "greedy-local", "greedy-2t", "snowball", "planner", "dqn", "ppo")
+DEFAULT_AGENTS = tuple(entry.name for entry in policy_entries() if entry.benchmark)
+"""The agents a benchmark runs by default: every registered policy marked ``benchmark`` (the oracle is added
+always)."""
 
 # Published mean good exposures, labelled as such in reports (never computed here).
 PUBLISHED = {
