@@ -12,6 +12,7 @@ import cryorl  # noqa: F401  (registers CryoEM-v0)
 from cryorl.quality import predicted_quality
 from cryorl.synth import GridSpec
 from cryorl.vector_env import CryoEMVectorEnv
+from tests.conftest import make_tiny_atlas
 
 N_ENVS = 3
 
@@ -97,8 +98,9 @@ def run_against_single_envs(kwargs: dict, seed: int, episodes: int) -> dict[str,
 @pytest.mark.parametrize("kwargs", [
     {"grid": GridSpec.with_holes(300), "budget": 60.0, "max_holes": 310},
     {"grid": GridSpec.with_holes(300), "budget": 30.0, "resample_grid": True, "costs": "cryorl-2022"},
-], ids=["simulated", "simulated-resampled"])
-def test_the_vector_env_steps_like_single_envs_on_simulated_grids(kwargs):
+    {"atlas": make_tiny_atlas(), "budget": 1000.0, "max_holes": 9},      # episodes end when every hole is exposed
+], ids=["simulated", "simulated-resampled", "tiny-exhausted"])
+def test_the_vector_env_steps_like_single_envs(kwargs):
     counts = run_against_single_envs(kwargs, seed=11, episodes=3)
     assert counts["invalid"] >= 3 and counts["rewarded"] >= 10
 
@@ -139,24 +141,40 @@ def test_the_vector_env_matches_gymnasiums_sync_vector_env(mode):
     assert_same((obs, info), theirs.reset(seed=4), "reset")
     rng = np.random.default_rng(4)
     ends = truncations = 0
-    for step in range(150):
-        actions = policy_actions(rng, info["action_mask"])
-        result = ours.step(actions)
-        expected = theirs.step(actions)
-        for name, a, b in zip(("obs", "reward", "terminated", "truncated", "info"), result, expected):
-            assert_same(a, b, f"step {step}: {name}")
-        info = result[4]
-        ends += result[2].sum()
-        truncations += result[3].sum()
-        ended = result[2] | result[3]
-        if mode is AutoresetMode.SAME_STEP and ended.any():     # reset within the step: a new episode's start
-            np.testing.assert_array_equal(info["_final_obs"], ended)
-            assert (result[0]["visited"][ended].sum(axis=1) == 1).all()
+
+    def step_both(steps: int, info: dict) -> dict:
+        nonlocal ends, truncations
+        for step in range(steps):
+            actions = policy_actions(rng, info["action_mask"])
+            result = ours.step(actions)
+            expected = theirs.step(actions)
+            for name, a, b in zip(("obs", "reward", "terminated", "truncated", "info"), result, expected):
+                assert_same(a, b, f"step {step}: {name}")
+            info, ended = result[4], result[2] | result[3]
+            ends += result[2].sum()
+            truncations += result[3].sum()
+            if mode is AutoresetMode.SAME_STEP and ended.any():     # reset within the step: a new episode's start
+                np.testing.assert_array_equal(info["_final_obs"], ended)
+                assert (result[0]["visited"][ended].sum(axis=1) == 1).all()
+        return info
+
+    info = step_both(120, info)
     assert ends > 0 and truncations > 0
-    # a partial reset, with per-grid seeds
-    mask = np.array([True, False, True])
-    assert_same(ours.reset(seed=[7, None, 9], options={"reset_mask": mask}),
-                theirs.reset(seed=[7, None, 9], options={"reset_mask": mask.copy()}), "partial reset")
+    # a partial reset, with per-grid seeds and a budget for these episodes
+    options = {"reset_mask": np.array([True, False, True]), "budget": 25.0}
+    obs, info = ours.reset(seed=[7, None, 9], options=options)
+    assert_same((obs, info), theirs.reset(seed=[7, None, 9], options=dict(options)), "partial reset")
+    np.testing.assert_array_equal(obs["time_left"][[0, 2], 0], [25.0, 25.0])
+    step_both(40, info)
+
+
+def test_returned_observations_are_the_callers():
+    envs = CryoEMVectorEnv(2, grid=GridSpec.with_holes(300))
+    obs, _ = envs.reset(seed=0)
+    obs["visited"][:] = 1
+    obs["predicted_ctf"][:] = 0.0
+    after, *_ = envs.step(np.argmax(envs.action_masks(), axis=1))
+    assert after["visited"].sum() == 4 and after["predicted_ctf"].max() > 0
 
 
 def test_invalid_actions_are_penalised_no_ops_on_a_hand_made_grid(tiny_atlas):
