@@ -29,6 +29,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py
+	$(PY) benchmarks/vector_speed.py
 	$(PY) benchmarks/decision_latency.py
 	$(PY) benchmarks/training_speed.py
 	$(PY) benchmarks/grid_statistics.py

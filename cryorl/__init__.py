@@ -27,7 +27,8 @@ ENV_IDS = ("CryoEM-v0",)
 def _register() -> None:
     for env_id in ENV_IDS:
         if env_id not in gymnasium.registry:
-            gymnasium.register(env_id, entry_point="cryorl.env:CryoEMEnv")
+            gymnasium.register(env_id, entry_point="cryorl.env:CryoEMEnv",
+                               vector_entry_point="cryorl.vector_env:CryoEMVectorEnv")
 
 
 _register()
