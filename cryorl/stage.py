@@ -22,17 +22,17 @@ def read_stage_positions(path: str | os.PathLike, atlas: Atlas) -> tuple[np.ndar
     repeated = table["hole"][table["hole"].duplicated()]
     if len(repeated):
         line = int(repeated.index[0]) + 2                                 # 1-based, after the header
-        raise DataFileError(f"{path}:{line}: hole {repeated.iloc[0]!r} is listed twice")
+        raise DataFileError(path, f"hole {repeated.iloc[0]!r} is listed twice", line)
     for column in ("stage_x_um", "stage_y_um"):
         values = pd.to_numeric(table[column], errors="coerce")
         bad = ~np.isfinite(values.to_numpy(float))
         if bad.any():
             line = int(np.flatnonzero(bad)[0]) + 2
-            raise DataFileError(f"{path}:{line}: {column} {table[column].iloc[line - 2]!r} is not a finite number")
+            raise DataFileError(path, f"{column} {table[column].iloc[line - 2]!r} is not a finite number", line)
         table[column] = values
     by_name = table.set_index("hole")
     missing = [name for name in atlas.names if name not in by_name.index]
     if missing:
-        raise DataFileError(f"{path}: no stage position for {len(missing)} holes (first: {missing[0]})")
+        raise DataFileError(path, f"no stage position for {len(missing)} holes (first: {missing[0]})")
     rows = by_name.loc[list(atlas.names)]
     return rows["stage_x_um"].to_numpy(float), rows["stage_y_um"].to_numpy(float)

@@ -202,7 +202,7 @@ def test_opportunity_cost_charges_minutes(tiny_atlas):
 
 @pytest.mark.parametrize("name", ["dqn", "ppo"])
 def test_shipped_policies_load_and_collect(name, aldolase):
-    from cryorl.agents import PRETRAINED_DIR
+    from cryorl.resources import PRETRAINED_DIR
 
     card = (PRETRAINED_DIR / name / "MODEL_CARD.md").read_text()
     assert "Mean good exposures" in card and "greedy-local" in card
@@ -215,8 +215,8 @@ def test_a_saved_policy_folder_is_labelled_by_its_path_or_its_name(tmp_path, mon
     """`cryorl evaluate --agent ppo runs/ppo-tiny/best`: a policy you saved beside the shipped one it came from."""
     import pandas as pd
 
-    from cryorl.agents import PRETRAINED_DIR
     from cryorl.cli import main
+    from cryorl.resources import PRETRAINED_DIR
 
     shutil.copytree(PRETRAINED_DIR / "ppo", tmp_path / "runs" / "ppo-tiny" / "best")
     monkeypatch.chdir(tmp_path)
