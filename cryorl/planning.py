@@ -26,15 +26,15 @@ import numpy as np
 import pandas as pd
 
 from cryorl.atlas import Atlas
+from cryorl.costs import SWITCH_LEVELS
 from cryorl.env import CryoEMEnv
 from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.outputs import clip
 from cryorl.quality import predicted_quality
 
 __all__ = ["Plan", "PlanError", "SessionOver", "make_plan", "read_measured", "navigator_text",
-           "PLAN_COLUMNS", "SWITCH_NAMES"]
+           "PLAN_COLUMNS"]
 
-SWITCH_NAMES = ("hole", "patch", "square", "tile")
 PLAN_COLUMNS = ["order", "hole", "tile", "square", "patch", "x", "y", "stage_x_um", "stage_y_um", "predicted_ctf",
                 "probability_good", "switch", "minutes", "cumulative_minutes"]
 
@@ -244,7 +244,7 @@ def _table(atlas: Atlas, rows, elapsed_before: float, costs: np.ndarray, thresho
         "stage_y_um": stage[1][holes] if stage is not None else np.nan,
         "predicted_ctf": predicted_quality(atlas)[holes],
         "probability_good": p[holes],
-        "switch": np.where(levels < 0, "start", np.asarray(SWITCH_NAMES, dtype=object)[np.maximum(levels, 0)]),
+        "switch": np.where(levels < 0, "start", np.asarray(SWITCH_LEVELS, dtype=object)[np.maximum(levels, 0)]),
         "minutes": np.where(levels < 0, 0.0, costs[np.maximum(levels, 0)]),
         "cumulative_minutes": cumulative,
     }, columns=PLAN_COLUMNS)
