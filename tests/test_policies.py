@@ -33,3 +33,10 @@ def test_every_registered_policy_acts_validly_and_deterministically(name, kind):
         assert steps.groupby("episode")["hole"].apply(lambda h: h.is_unique).all()
         runs.append(frame[["episode", "step", "hole"]].to_numpy())
     assert np.array_equal(runs[0], runs[1]), f"{name} is not deterministic under one seed"
+
+
+def test_an_unknown_agent_is_named_whatever_its_length():
+    """A 300-character name is an unknown agent (cut in the message), not an operating-system error."""
+    with pytest.raises(ValueError, match=r"unknown agent 'xxxx.*; choose one of random") as error:
+        make_policy("x" * 300)
+    assert len(str(error.value)) < 600

@@ -61,6 +61,13 @@ def _load_folder(folder: Path, label: str) -> Policy:
     return _FOLDER_LOADERS[0](folder, label)
 
 
+def _is_folder(text: str) -> bool:
+    try:
+        return Path(text).is_dir()
+    except OSError:                                  # e.g. a name too long to be a path: not a folder
+        return False
+
+
 def policy_entries() -> tuple[PolicyEntry, ...]:
     """Every registered policy, in registration order."""
     return tuple(_POLICIES.values())
@@ -83,14 +90,14 @@ def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
     for prefix, factory in _PREFIXES.items():
         if text.startswith(prefix):
             return factory(text[len(prefix):], seed)
-    if Path(text).is_dir():
+    if _is_folder(text):
         return _load_folder(Path(text), text)
     label, named, folder = text.partition("=")
     if named:
         if not label.strip() or label != label.strip():
             raise ValueError(f"agent {clip(repr(text))}: NAME=PATH needs a name without surrounding spaces "
                              "before '='")
-        if not Path(folder).expanduser().is_dir():
+        if not _is_folder(str(Path(folder).expanduser())):
             raise ValueError(f"agent {clip(repr(text))}: no saved policy folder at {clip(folder)}")
         return _load_folder(Path(folder).expanduser(), label)
     raise ValueError(f"unknown agent {clip(repr(text))}; choose one of {', '.join(_POLICIES)}, a saved policy "
