@@ -4,7 +4,8 @@
     python benchmarks/unseen.py --grid real
     python benchmarks/unseen.py --grid sim-90001 sim-90002
     python benchmarks/unseen.py --grid proxy-3.2 sim-90001-1.9 --episodes 20      # robustness: MAE 1.9-3.2 Å
-    python benchmarks/unseen.py --table                 # the Markdown table of every grid run so far
+    python benchmarks/unseen.py --grid proxy-classifier sim-90001-classifier     # the 2022 setting
+    python benchmarks/unseen.py --table                 # the Markdown tables of every grid run so far
 
 Grids (cryorl-2023 costs, budgets 120 / 240 / 480 min, episode i starting from reset(seed=i), as `cryorl evaluate
 --episodes 50 --seed 0`):
@@ -31,22 +32,26 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import PlannerPolicy, evaluate_policy, make_policy, summarize
-from cryorl.calibration import fit_on_simulated_grids
+from cryorl.calibration import default_calibration, fit_on_simulated_grids
 from cryorl.fileio import atomic_path
 from cryorl.prediction_quality import prediction_metrics, write_degraded_split
+from cryorl.quality import as_classifier
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 REPORTS = Path(__file__).resolve().parent / "reports" / "unseen"
 AGENTS = ("greedy-local", "greedy-2t", "planner-before", "planner", "planner-online", "oracle")
-BUDGETS = (120, 240, 480)
+SETTINGS = {"cryorl-2023": (120, 240, 480), "cryorl-2022": (120, 240, 360, 480, 600)}
 
 
 def load_grid(name: str, data: Path):
     """The atlas of a grid name (module docstring)."""
+    if name.endswith("-classifier"):
+        return as_classifier(load_grid(name.removesuffix("-classifier"), data))
     parts = name.split("-", 2)
     if parts[0] in ("proxy", "real"):
         if parts[0] == "real":
@@ -69,45 +74,81 @@ def policy(agent: str):
     return make_policy(agent, seed=0)
 
 
+def setting(grid: str) -> str:
+    """The cost setting a grid name runs in (module docstring)."""
+    return "cryorl-2022" if grid.endswith("-classifier") else "cryorl-2023"
+
+
+def top_k(atlas, exposures: float, threshold: float = 6.0) -> float:
+    """Good holes among the ``exposures`` holes with the highest calibrated probability (module docstring); holes
+    tied at the cut (a classifier's probabilities come in steps of 0.01) count at their mean."""
+    p = default_calibration(threshold).probability_good(atlas)
+    measured = np.isfinite(atlas.true_ctf)
+    p, good = p[measured], atlas.is_good(threshold)[measured]
+    k = int(round(exposures))
+    levels, level = np.unique(-p, return_inverse=True)             # best probability first
+    count, hits = np.bincount(level), np.bincount(level, good)
+    before = np.concatenate([[0], np.cumsum(count)[:-1]])
+    taken = np.clip(k - before, 0, count)                            # holes taken from each tied level
+    return float((hits * taken / count).sum())
+
+
 def run(grid: str, data: Path, episodes: int, agents) -> pd.DataFrame:
     atlas = load_grid(grid, data)
-    quality = prediction_metrics(atlas.predicted_ctf, atlas.true_ctf)
-    print(f"{grid}: {len(atlas)} holes, prediction MAE {quality['mae']:.2f} Å, r {quality['pearson_r']:.3f}, "
-          f"accuracy {quality['accuracy']:.3f}", flush=True)
+    costs = setting(grid)
+    regressor = atlas if costs == "cryorl-2023" else load_grid(grid.removesuffix("-classifier"), data)
+    quality = prediction_metrics(regressor.predicted_ctf, regressor.true_ctf)    # of the regressor it comes from
+    print(f"{grid}: {len(atlas)} holes, {costs}, prediction MAE {quality['mae']:.2f} Å, r "
+          f"{quality['pearson_r']:.3f}, accuracy {quality['accuracy']:.3f}", flush=True)
     rows = []
     for agent in agents:
         tic = time.perf_counter()
-        summary = summarize(evaluate_policy(policy(agent), atlas, episodes=episodes, seed=0, budgets=BUDGETS,
-                                            costs="cryorl-2023"))
+        summary = summarize(evaluate_policy(policy(agent), atlas, episodes=episodes, seed=0,
+                                            budgets=SETTINGS[costs], costs=costs))
         summary.insert(0, "grid", grid)
         summary["mae"], summary["pearson_r"] = quality["mae"], quality["pearson_r"]
         rows.append(summary)
         print(f"  {agent:>15}: " + "  ".join(f"{b:g} min {m:6.1f} ± {s:4.1f}" for b, m, s in
                                            zip(summary.budget, summary.good_mean, summary.good_std))
               + f"   ({time.perf_counter() - tic:.0f} s)", flush=True)
+        if agent == "oracle" and atlas.has_ctf_predictions:
+            bound = summary[["grid", "agent", "budget", "episodes", "good_mean", "good_std", "mae", "pearson_r"]].copy()
+            bound["agent"], bound["good_std"] = "top-k", 0.0
+            bound["good_mean"] = [top_k(atlas, k) for k in summary.exposures_mean]
+            rows.append(bound)
+            print(f"  {'top-k':>15}: " + "  ".join(f"{b:g} min {m:6.1f}" for b, m in
+                                                   zip(bound.budget, bound.good_mean)), flush=True)
     return pd.concat(rows, ignore_index=True)
 
 
-def table() -> str:
-    """A Markdown table of every saved grid: mean ± std of good exposures per agent and budget."""
+def table(costs: str = "cryorl-2023") -> str:
+    """A Markdown table of every saved grid of one cost setting: mean ± std of good exposures per agent and
+    budget; the best agent in bold, and each agent's ratio to greedy-2t."""
     names = ("proxy", "real")
     paths = sorted(REPORTS.glob("*.csv"), key=lambda p: (p.stem.split("-")[0] not in names, p.stem))
-    frames = [pd.read_csv(path) for path in paths]
+    frames = [pd.read_csv(path) for path in paths if setting(path.stem) == costs]
     if not frames:
-        raise SystemExit(f"no results in {REPORTS}; run with --grid first")
+        raise SystemExit(f"no {costs} results in {REPORTS}; run with --grid first")
     frame = pd.concat(frames, ignore_index=True)
+    budgets = SETTINGS[costs]
     order = frame.groupby("grid").episodes.max().sort_values(ascending=False, kind="stable")   # 50-start runs first
-    lines = ["| grid | episodes | agent | 120 min | 240 min | 480 min |", "|---|---|---|---|---|---|"]
+    lines = ["| grid | episodes | agent | " + " | ".join(f"{b} min" for b in budgets) + " | × greedy-2t |",
+             "|---|---|---|" + "---|" * (len(budgets) + 1)]
     for grid in order.index:
         rows = frame[frame.grid == grid]
-        best = rows[rows.agent != "oracle"].groupby("budget").good_mean.max()
+        agents = rows[~rows.agent.isin(["oracle", "top-k"])]
+        best = agents.groupby("budget").good_mean.max()
+        reference = rows[rows.agent == "greedy-2t"].set_index("budget").good_mean
         for agent, agent_rows in rows.groupby("agent", sort=False):
             cells = []
             for _, row in agent_rows.iterrows():
-                cell = f"{row.good_mean:.1f} ± {row.good_std:.1f}"
-                cells.append(f"**{cell}**" if agent != "oracle" and row.good_mean == best[row.budget] else cell)
+                cell = f"{row.good_mean:.1f} ± {row.good_std:.1f}" if agent != "top-k" else f"{row.good_mean:.1f}"
+                cells.append(f"**{cell}**" if agent in set(agents.agent) and row.good_mean == best[row.budget]
+                             else cell)
+            ratio = " / ".join(f"{r:.3f}" for r in agent_rows.set_index("budget").good_mean / reference) \
+                if len(reference) else ""
             lines.append(f"| {grid} (MAE {agent_rows.mae.iloc[0]:.2f}, r {agent_rows.pearson_r.iloc[0]:.2f}) | "
-                         f"{int(agent_rows.episodes.iloc[0])} | {agent} | " + " | ".join(cells) + " |")
+                         f"{int(agent_rows.episodes.iloc[0])} | {agent} | " + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(lines)
 
 
@@ -124,7 +165,9 @@ def main() -> None:
         with atomic_path(REPORTS / f"{grid}.csv") as tmp:
             result.to_csv(tmp, index=False, float_format="%.4f")
     if args.table:
-        print(table())
+        for costs in SETTINGS:
+            if any(setting(path.stem) == costs for path in REPORTS.glob("*.csv")):
+                print(f"\n{costs}:\n" + table(costs))
 
 
 if __name__ == "__main__":
