@@ -1,27 +1,54 @@
 """cryorl: cryo-EM data collection as a reinforcement-learning problem.
 
-``import cryorl`` registers the Gymnasium environment ``CryoEM-v0`` (also reachable as ``"cryorl:CryoEM-v0"``).
+``import cryorl`` registers the Gymnasium environment ``CryoEM-v0`` (also reachable as ``"cryorl:CryoEM-v0"``) by
+its entry-point string, and imports nothing else: each public name below is imported on first use (PEP 562), so
+``import cryorl`` and the command line start in a fraction of a second.
 """
+from importlib import import_module
+
 import gymnasium
 
-from cryorl.agents import Evaluation, evaluate, make_policy
-from cryorl.atlas import Atlas, AtlasError
-from cryorl.costs import COST_PRESETS, CollectionCosts
-from cryorl.env import CryoEMEnv
-from cryorl.formats import Grid, load_grid
-from cryorl.human import HumanTrace, load_human_trace
-from cryorl.loaders import DataFileError, load_cryorl_dataset
-from cryorl.planning import Plan
-from cryorl.planning import make_plan as plan
-from cryorl.synth import GridSpec, simulate_atlas
-
 __version__ = "0.2.0"
-__all__ = ["Atlas", "AtlasError", "COST_PRESETS", "CollectionCosts", "CryoEMEnv", "DataFileError", "Evaluation",
-           "Grid", "GridSpec", "HumanTrace", "evaluate", "load_cryorl_dataset", "load_grid", "load_human_trace",
-           "make_policy",
-           "plan", "Plan", "simulate_atlas", "ENV_IDS", "__version__"]
+
+# public name -> (module, attribute): imported when first asked for
+_LAZY = {
+    "Evaluation": ("cryorl.agents", "Evaluation"),
+    "evaluate": ("cryorl.agents", "evaluate"),
+    "make_policy": ("cryorl.agents", "make_policy"),
+    "Atlas": ("cryorl.atlas", "Atlas"),
+    "AtlasError": ("cryorl.atlas", "AtlasError"),
+    "COST_PRESETS": ("cryorl.costs", "COST_PRESETS"),
+    "CollectionCosts": ("cryorl.costs", "CollectionCosts"),
+    "CryoEMEnv": ("cryorl.env", "CryoEMEnv"),
+    "Grid": ("cryorl.formats", "Grid"),
+    "load_grid": ("cryorl.formats", "load_grid"),
+    "HumanTrace": ("cryorl.human", "HumanTrace"),
+    "load_human_trace": ("cryorl.human", "load_human_trace"),
+    "DataFileError": ("cryorl.loaders", "DataFileError"),
+    "load_cryorl_dataset": ("cryorl.loaders", "load_cryorl_dataset"),
+    "Plan": ("cryorl.planning", "Plan"),
+    "plan": ("cryorl.planning", "make_plan"),
+    "GridSpec": ("cryorl.synth", "GridSpec"),
+    "simulate_atlas": ("cryorl.synth", "simulate_atlas"),
+}
+
+__all__ = [*_LAZY, "ENV_IDS", "__version__"]
 
 ENV_IDS = ("CryoEM-v0",)
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use (``cryorl.Atlas``, ``from cryorl import load_grid``)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cryorl' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(import_module(module), attribute)
+    globals()[name] = value                           # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def _register() -> None:

@@ -18,7 +18,8 @@ folder's ``holes.csv`` with ``stage_x_um``/``stage_y_um``, as ``cryorl simulate`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from cryorl.fileio import atomic_path, atomic_write_text
 from cryorl.outputs import clip
 from cryorl.quality import predicted_quality
 
-__all__ = ["Plan", "PlanError", "SessionOver", "make_plan", "read_measured", "navigator_text",
+__all__ = ["Plan", "PlanError", "SessionOver", "make_plan", "plan_session", "read_measured", "navigator_text",
            "PLAN_COLUMNS"]
 
 PLAN_COLUMNS = ["order", "hole", "tile", "square", "patch", "x", "y", "stage_x_um", "stage_y_um", "predicted_ctf",
@@ -248,3 +249,79 @@ def _table(atlas: Atlas, rows, elapsed_before: float, costs: np.ndarray, thresho
         "minutes": np.where(levels < 0, 0.0, costs[np.maximum(levels, 0)]),
         "cumulative_minutes": cumulative,
     }, columns=PLAN_COLUMNS)
+
+
+def _plan_line(plan: Plan) -> str:
+    where = f"from {plan.position}" if plan.position else "from the most probable hole"
+    return (f"{plan.agent}: {len(plan.targets)} targets {where}, {plan.time_left:g} of {plan.budget:g} min left "
+            f"after {plan.measured} measured exposures")
+
+
+def plan_session(data: str | os.PathLike, out: str | os.PathLike, *, budget: float, agent: str = "planner",
+                 ctf: str | os.PathLike | None = None, split: str | None = None, era: str | None = None,
+                 costs: str = "cryorl-2023", threshold: float = 6.0, start: str | None = None,
+                 measured: str | os.PathLike | None = None, watch: bool = False, interval: float = 2.0,
+                 overwrite: bool = False, echo: Callable[[str], None] = print) -> Plan:
+    """``cryorl plan``: ``agent``'s plan for the session ``data`` (any grid :func:`~cryorl.formats.load_grid`
+    opens) after the exposures in the file ``measured``, written into the folder ``out`` (:meth:`Plan.write`;
+    replaced as a whole only with ``overwrite``). With ``watch``, re-plans whenever ``measured`` changes (checked
+    every ``interval`` seconds) until the session is over. Each plan is described by a line to ``echo``; returns
+    the last plan."""
+    from cryorl.agents.registry import agent_paths
+    from cryorl.formats import open_grid
+    from cryorl.outputs import check_output_folder, output_folder, reserve_output
+
+    out, measured = Path(out), (Path(measured) if measured is not None else None)
+    inputs = [data, ctf, *agent_paths([agent])] + ([measured] if measured else [])
+    check_output_folder(out, overwrite=overwrite, what="plan", inputs=inputs)
+    if watch and measured is None:
+        raise ValueError("--watch needs --measured FILE (the file the session appends its exposures to)")
+    grid = open_grid(data, split, era=era, ctf=ctf)
+
+    def planned(complete_lines_only: bool) -> Plan:
+        exposed = []
+        if measured is not None and measured.exists():
+            exposed = read_measured(measured, grid.atlas, complete_lines_only=complete_lines_only)
+        elif measured is not None and not watch:
+            raise FileNotFoundError(f"{measured}: no such measured file")
+        return make_plan(grid.atlas, agent, budget=budget, costs=costs, threshold=threshold, start=start,
+                         measured=exposed, stage=grid.stage)
+
+    plan = planned(complete_lines_only=watch)
+    # --watch holds --out for the whole session; each plan replaces --out as a whole (its plan.csv and plan.nav
+    # change together), a re-plan only while --out holds just the files the last plan wrote
+    reservation = reserve_output(out, what="plan") if watch else None
+    try:
+        with output_folder(out, overwrite=overwrite, what="plan", inputs=inputs) as folder:
+            written = plan.write(folder)
+        echo(_plan_line(plan))
+        echo("wrote " + ", ".join(str(out / path.name) for path in written))
+        if watch:
+            plan = _watch(planned, measured, out, inputs, [path.name for path in written], interval, echo) or plan
+        return plan
+    finally:
+        if reservation is not None:
+            reservation.release()
+
+
+def _watch(planned: Callable[[bool], Plan], measured: Path, out: Path, inputs: list, written: list[str],
+           interval: float, echo: Callable[[str], None]) -> Plan | None:
+    """Re-plan whenever ``measured`` changes, replacing the files ``written`` in ``out``, until the session is
+    over; returns the last plan made (None when there was none)."""
+    from cryorl.outputs import output_folder
+
+    last, plan = None, None
+    while True:
+        stat = measured.stat() if measured.exists() else None
+        state = (stat.st_size, stat.st_mtime_ns) if stat else None
+        if state != last:
+            last = state
+            try:
+                plan = planned(True)
+            except SessionOver as error:
+                echo(f"session over: {error}")
+                return plan
+            with output_folder(out, overwrite=True, what="plan", inputs=inputs, only=written) as folder:
+                written = [path.name for path in plan.write(folder)]
+            echo(_plan_line(plan))
+        time.sleep(interval)

@@ -6,8 +6,10 @@ policy with its own start, like a human trace, keeps it). Each budget is a separ
 """
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -17,8 +19,8 @@ from cryorl.agents.base import Policy
 from cryorl.atlas import Atlas
 from cryorl.env import CryoEMEnv
 
-__all__ = ["evaluate", "Evaluation", "evaluate_policy", "summarize", "check_budgets", "TRAJECTORY_COLUMNS",
-           "SUMMARY_COLUMNS"]
+__all__ = ["evaluate", "Evaluation", "evaluate_policy", "summarize", "check_budgets", "check_episodes",
+           "check_distinct", "evaluate_agents", "TRAJECTORY_COLUMNS", "SUMMARY_COLUMNS"]
 
 TRAJECTORY_COLUMNS = ["agent", "budget", "episode", "seed", "step", "hole", "elapsed", "switch_level", "ctf",
                       "predicted_ctf", "good", "reward"]
@@ -101,6 +103,23 @@ def check_budgets(budgets: Iterable[float]) -> list[float]:
     return values
 
 
+def check_episodes(episodes: int) -> int:
+    """A count of episodes: at least 1."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be at least 1, not {episodes}")
+    return episodes
+
+
+def check_distinct(values: Sequence, option: str) -> None:
+    """Each of ``values`` (of the option ``option``) listed once: a repeat would be counted again."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{option} lists {value if isinstance(value, str) else format(value, 'g')} twice; "
+                             "each would be counted again")
+        seen.add(value)
+
+
 def summarize(trajectories: pd.DataFrame, decision_ms: dict[str, float] | None = None) -> pd.DataFrame:
     """Per agent and budget (in order of appearance): episodes, mean ± std of good exposures, exposures and reward,
     mean switches by level, and the mean decision time per step at that budget (``decision_ms``:
@@ -155,3 +174,50 @@ def evaluate(policy, env_or_atlas: CryoEMEnv | Atlas | None = None, *, episodes:
     steps = evaluate_policy(policy, env_or_atlas, episodes=episodes, seed=seed, budgets=budgets,
                             progress=progress, **env_kwargs)
     return Evaluation(steps, summarize(steps))
+
+
+def evaluate_agents(agents: Sequence[str], out: str | os.PathLike, *, data: str | os.PathLike | None = None,
+                    ctf: str | os.PathLike | None = None, split: str | None = None, era: str | None = None,
+                    grid_seed: int = 0, budgets: Iterable[float] = (120, 240, 480), episodes: int = 50,
+                    seed: int = 0, costs: str = "cryorl-2023", threshold: float = 6.0, overwrite: bool = False,
+                    progress: bool = True, threads: int = 1) -> Evaluation:
+    """``cryorl evaluate``: each agent (a name of :func:`~cryorl.agents.make_policy`, a saved policy folder,
+    ``NAME=PATH`` or ``human-trace:PATH``) over seeded random starts and each budget, on the measured holes of
+    ``data`` (any grid :func:`~cryorl.formats.load_grid` opens) or the simulated grid ``grid_seed``; writes
+    ``summary.csv`` and ``trajectories.csv`` into the folder ``out`` (replaced as a whole only with ``overwrite``)
+    and returns them."""
+    import torch
+
+    from cryorl.agents.registry import agent_paths, make_policy
+    from cryorl.formats import open_grid
+    from cryorl.outputs import check_output_folder, output_folder
+
+    agents, out = list(agents), Path(out)
+    check_distinct(agents, "--agent")
+    budgets, episodes = check_budgets(budgets), check_episodes(episodes)
+    inputs = [data, ctf, *agent_paths(agents)]
+    check_output_folder(out, overwrite=overwrite, what="evaluation", inputs=inputs)
+    torch.set_num_threads(threads)
+    env_kwargs = dict(costs=costs, threshold=threshold)
+    if data is not None:
+        env = CryoEMEnv(open_grid(data, split, measured=True, era=era, ctf=ctf).atlas, **env_kwargs)
+    else:
+        env = CryoEMEnv(grid_seed=grid_seed, **env_kwargs)
+    policies = [make_policy(agent, seed=seed) for agent in agents]
+    labels = [p.name for p in policies]
+    repeated = [label for i, label in enumerate(labels) if label in labels[:i]]
+    if repeated:
+        raise ValueError(f"--agent: two agents are labelled {repeated[0]}; label a saved policy folder with "
+                         "NAME=PATH")
+    with output_folder(out, overwrite=overwrite, what="evaluation", inputs=inputs) as folder:
+        frames, decision_ms = [], {}
+        for policy in policies:
+            trajectories = evaluate_policy(policy, env, episodes=episodes, seed=seed, budgets=budgets,
+                                           progress=progress)
+            decision_ms.update(trajectories.attrs["decision_ms"])
+            frames.append(trajectories)
+        trajectories = pd.concat(frames, ignore_index=True)
+        summary = summarize(trajectories, decision_ms)
+        summary.to_csv(folder / "summary.csv", index=False)
+        trajectories.to_csv(folder / "trajectories.csv", index=False)
+    return Evaluation(trajectories, summary)

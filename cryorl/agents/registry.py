@@ -14,7 +14,7 @@ from pathlib import Path
 from cryorl.agents.base import Policy
 
 __all__ = ["PolicyEntry", "register_policy", "register_prefix", "register_folder_loader", "policy_entries",
-           "policy_names", "make_policy"]
+           "policy_names", "make_policy", "agent_paths"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +102,17 @@ def make_policy(agent: str | os.PathLike, seed: int | None = None) -> Policy:
         return _load_folder(Path(folder).expanduser(), label)
     raise ValueError(f"unknown agent {clip(repr(text))}; choose one of {', '.join(_POLICIES)}, a saved policy "
                      "folder (PATH or NAME=PATH), or human-trace:PATH")
+
+
+def agent_paths(agents: list[str]) -> list[Path]:
+    """The files and folders named by agent specs (a saved policy folder as PATH or NAME=PATH, human-trace:PATH):
+    inputs an output folder must not replace."""
+    paths = []
+    for agent in agents:
+        if agent.startswith("human-trace:"):
+            paths.append(Path(agent.split(":", 1)[1]))
+        elif not os.path.lexists(Path(agent).expanduser()) and "=" in agent:
+            paths.append(Path(agent.partition("=")[2]))
+        else:
+            paths.append(Path(agent))
+    return [p for p in paths if os.path.lexists(p.expanduser())]

@@ -41,7 +41,7 @@ from cryorl.grids import SimulatedGrid
 from cryorl.quality import as_classifier
 from cryorl.synth import GridSpec, simulate_atlas
 
-__all__ = ["RandomBudget", "OpportunityCost", "load_config", "TrainingConfig", "training_env_fns",
+__all__ = ["train_agent", "RandomBudget", "OpportunityCost", "load_config", "TrainingConfig", "training_env_fns",
            "make_training_env", "make_eval_atlases", "EvalGoodExposures", "train", "real_part", "imitation_for_run",
            "rl_steps", "IMITATION_FLOOR"]
 
@@ -474,3 +474,22 @@ def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int |
     record = {"config": config.to_mapping(), **metadata}
     atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2, default=str) + "\n")
     return policy
+
+
+def train_agent(algo: str = "dqn", config: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+                *, seed: int = 0, timesteps: int | None = None, imitation_steps: int | None = None,
+                threads: int = 2, progress: bool = True) -> tuple[LearnedPolicy, Path]:
+    """``cryorl train``: :func:`train` with the hyper-parameter YAML ``config`` (default: the shipped
+    ``hyperparams/ALGO.yml``) into ``run_dir`` (default ``runs/ALGO-seedN``; an interrupted run there resumes);
+    returns the trained policy and the run folder."""
+    from cryorl.resources import HYPERPARAMS_DIR
+
+    for option, value in (("--timesteps", timesteps), ("--imitation-steps", imitation_steps)):
+        if value is not None and value < 0:
+            raise ValueError(f"{option} must be 0 or more, not {value}")
+    torch.set_num_threads(threads)
+    loaded = load_config(config or HYPERPARAMS_DIR / f"{algo}.yml")
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"{loaded.algo}-seed{seed}"
+    policy = train(loaded, run_dir, seed=seed, timesteps=timesteps, imitation_steps=imitation_steps,
+                   progress_bar=progress)
+    return policy, run_dir

@@ -8,6 +8,16 @@ Each format is one module of this package that calls :func:`register_format` wit
 from __future__ import annotations
 
 from cryorl.formats import cryorl_folder, epu, hole_table  # noqa: F401  (registration, in the order tried)
-from cryorl.formats.base import Grid, GridFormat, choose_split, find_format, grid_formats, load_grid, register_format
+from cryorl.formats.base import (
+    Grid,
+    GridFormat,
+    choose_split,
+    find_format,
+    grid_formats,
+    load_grid,
+    open_grid,
+    register_format,
+)
 
-__all__ = ["Grid", "GridFormat", "register_format", "load_grid", "find_format", "grid_formats", "choose_split"]
+__all__ = ["Grid", "GridFormat", "register_format", "load_grid", "open_grid", "find_format", "grid_formats",
+           "choose_split"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,8 @@ import numpy as np
 from cryorl.atlas import Atlas
 from cryorl.human import HumanTrace
 
-__all__ = ["Grid", "GridFormat", "register_format", "load_grid", "find_format", "grid_formats", "choose_split"]
+__all__ = ["Grid", "GridFormat", "register_format", "load_grid", "open_grid", "find_format", "grid_formats",
+           "choose_split"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +150,16 @@ def load_grid(path: str | os.PathLike, split: str | None = None, **options) -> G
                          f"{takes})")
     chosen = choose_split(path, split, fmt.splits(path))
     return fmt.load(path, chosen, **options)
+
+
+def open_grid(path: str | os.PathLike, split: str | None = None, *, measured: bool = False, **options) -> Grid:
+    """:func:`load_grid`, restricted to its measured holes when ``measured`` (for scoring agents), with each of its
+    notes on stderr as ``cryorl: NOTE`` (what the commands that take ``--data`` do)."""
+    grid = load_grid(path, split, **options)
+    grid = grid.measured() if measured else grid
+    for note in grid.notes:
+        print(f"cryorl: {note}", file=sys.stderr)
+    return grid
 
 
 def _cache_hint() -> str:

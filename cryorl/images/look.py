@@ -17,7 +17,7 @@ from cryorl.images.mrc import MrcError, read_mrc
 from cryorl.images.synth_session import CROPS_DIR
 from cryorl.images.vision import find_holes
 
-__all__ = ["look_at_session", "look_inputs", "plot_atlas", "plot_square_holes", "plot_crops", "add_scale_bar",
+__all__ = ["look", "look_at_session", "look_inputs", "plot_atlas", "plot_square_holes", "plot_crops", "add_scale_bar",
            "LOOK_DPI"]
 
 LOOK_DPI = 150
@@ -216,3 +216,16 @@ def look_at_session(directory: str | os.PathLike, out: str | os.PathLike | None 
         save_figure(drawn, out / name, dpi=LOOK_DPI)
         written.append(out / name)
     return written
+
+
+def look(directory: str | os.PathLike, out: str | os.PathLike | None = None, *, hole_diameter_um: float = 1.0,
+         hole_pitch_um: float | None = 2.0, overwrite: bool = False) -> list[Path]:
+    """``cryorl look``: :func:`look_at_session` into the folder ``out`` (default ``DIR/look``; replaced as a whole
+    only with ``overwrite``); returns the paths of the pictures there."""
+    from cryorl.outputs import output_folder
+
+    directory = Path(directory)
+    target = Path(out) if out is not None else directory / "look"
+    with output_folder(target, overwrite=overwrite, what="pictures", inputs=look_inputs(directory)) as folder:
+        paths = look_at_session(directory, folder, hole_diameter_um, hole_pitch_um)
+    return [target / Path(path).relative_to(folder) for path in paths]

@@ -25,7 +25,7 @@ from cryorl.leginon import parse_exposure_names
 from cryorl.loaders import DataFileError, read_ctf_csv, read_predictions
 from cryorl.synth import ctf_from_thickness
 
-__all__ = ["atlas_from_images", "find_patch_holes", "patch_images", "PATCH_IMAGE"]
+__all__ = ["atlas_from_images", "write_hole_table", "find_patch_holes", "patch_images", "PATCH_IMAGE"]
 
 PATCH_IMAGE = re.compile(r"^(?P<square>(?P<tile>.+?_\d+gr)_\d+sq(?:_v\d+)?)_\d+hl(?:_v\d+)?$")
 
@@ -144,3 +144,20 @@ def _match(ctf: pd.DataFrame, found: pd.DataFrame, path: Path, max_distance_px: 
                                   "brightness": chosen["brightness"], "ice_nm": chosen["ice_nm"],
                                   "detected": chosen["detected"], "distance_px": distance}))
     return pd.concat(rows, ignore_index=True)
+
+
+def write_hole_table(directory: str | os.PathLike, out: str | os.PathLike, *, ctf: str | os.PathLike | None = None,
+                     predictions: str | os.PathLike | None = None, hole_diameter_um: float = 1.0,
+                     hole_pitch_um: float | None = 2.0, overwrite: bool = False,
+                     progress: bool = True) -> tuple[Atlas, pd.DataFrame]:
+    """``cryorl holes``: :func:`atlas_from_images` of a session folder (or a folder of patch images), saved as the
+    hole table ``out`` (``.csv`` or ``.parquet``; replaced only with ``overwrite``); returns what it returns."""
+    from cryorl.outputs import check_output_file, output_file
+
+    inputs = [directory, ctf, predictions]
+    check_output_file(out, overwrite=overwrite, what="hole table", inputs=inputs)
+    atlas, images = atlas_from_images(directory, ctf, predictions, hole_diameter_um=hole_diameter_um,
+                                      hole_pitch_um=hole_pitch_um, progress=progress)
+    with output_file(out, overwrite=overwrite, what="hole table", inputs=inputs) as tmp:
+        atlas.save(tmp)
+    return atlas, images

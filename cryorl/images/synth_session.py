@@ -235,3 +235,4 @@ def _write_trace(out: Path, holes: pd.DataFrame, seed: int) -> None:
     frame["time"] = frame["time"].dt.strftime("%Y-%m-%d %H:%M:%S")
     with atomic_path(out / TIMESTAMPS_FILE) as tmp:
         frame.to_csv(tmp, index=False, header=False)
+

@@ -1,5 +1,6 @@
 """The crops and CTFMaxRes a perception command works on: a data folder's hole crops labelled by its split's CTF
-table (opened with :func:`cryorl.load_grid`), or simulated grids."""
+table (opened with :func:`cryorl.load_grid`), or simulated grids; and how training splits them (labelled,
+unlabelled, held out)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["labelled_crops", "simulated_crops"]
+__all__ = ["labelled_crops", "simulated_crops", "perception_crops", "training_data", "HELD_OUT"]
+
+HELD_OUT = 0.2         # the share of a session's measured holes held out to validate a predictor trained on it
 
 
 def labelled_crops(data: str | os.PathLike, split: str | None = None, *, labelled_only: bool = True, era=None,
@@ -57,3 +60,35 @@ def simulated_crops(seeds: list[int]) -> tuple[list[str], np.ndarray, np.ndarray
 
     crops, table = simulated_crop_dataset(seeds)
     return list(table["hole"]), crops, table["true_ctf"].to_numpy()
+
+
+def perception_crops(data: str | os.PathLike | None, split: str | None = None, seeds=None, *,
+                     labelled_only: bool = True) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Hole names, crops and CTFMaxRes: ``data``'s crops labelled by its split's CTF table
+    (:func:`labelled_crops`), or without ``data`` the simulated grids ``seeds`` (:func:`simulated_crops`)."""
+    if data is not None:
+        return labelled_crops(data, split, labelled_only=labelled_only)
+    return simulated_crops(seeds)
+
+
+def training_data(data: str | os.PathLike | None, split: str | None, grids, val_grids, *, seed: int = 0,
+                  labelled_fraction: float = 1.0, semi: bool = False):
+    """The crops a predictor trains and validates on: ``(crops, ctf, unlabelled, (val_crops, val_ctf))``.
+
+    Only the CTFMaxRes of ``labelled_fraction`` of the crops is kept (drawn with ``seed``); the rest, and crops the
+    CTF table lacks, are the ``unlabelled`` crops with ``semi`` (None without). Validation is a :data:`HELD_OUT`
+    share of ``data``'s labelled crops (drawn with the same generator), or the simulated grids ``val_grids``."""
+    _, crops, ctf = perception_crops(data, split, grids, labelled_only=not semi)
+    if ctf is None:
+        raise ValueError(f"no CTF table (target_CTF_*.csv or CTF_*_by_hl.csv) in {data} to train on")
+    rng = np.random.default_rng(seed)
+    labelled = np.isfinite(ctf)
+    if labelled_fraction < 1.0:
+        labelled &= rng.random(len(crops)) < labelled_fraction
+    unlabelled = crops[~labelled] if semi else None
+    crops, ctf = crops[labelled], ctf[labelled]
+    if data is not None:                              # hold out a share of the session's measured holes
+        held = rng.random(len(crops)) < HELD_OUT
+        return crops[~held], ctf[~held], unlabelled, (crops[held], ctf[held])
+    _, val_crops, val_ctf = simulated_crops(val_grids)
+    return crops, ctf, unlabelled, (val_crops, val_ctf)

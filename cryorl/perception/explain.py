@@ -50,7 +50,7 @@ from cryorl.perception.predictor import HoleQualityPredictor
 from cryorl.perception.resnet import StagedBackbone
 from cryorl.synth import FIT_FAILURE_SENTINEL
 
-__all__ = ["attributions", "gradcam_layer", "DecodedCTF", "good_reference", "input_view", "hole_mask",
+__all__ = ["explain_holes", "attributions", "gradcam_layer", "DecodedCTF", "good_reference", "input_view", "hole_mask",
            "simulated_cause", "render_with_crystals", "positive_share", "select_holes", "plot_attribution",
            "explanation_grid", "METHODS", "CAUSES"]
 
@@ -386,3 +386,37 @@ def explanation_grid(predictor: HoleQualityPredictor, crops: np.ndarray, path: s
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
     return Path(path)
+
+
+def explain_holes(model: str | os.PathLike, out: str | os.PathLike, *, data: str | os.PathLike | None = None,
+                  split: str | None = None, grids: Sequence[int] = (9,), holes: int = 2, method: str = "both",
+                  baseline: str = "good", steps: int = 32, overwrite: bool = False, threads: int = 2) -> int:
+    """``cryorl perception explain``: attribution maps (:func:`explanation_grid`) of the holes the predictor at
+    ``model`` predicts worst — ``holes`` per cause on the simulated ``grids``, ``holes`` in all for ``data`` — as
+    the PNG ``out`` (replaced only with ``overwrite``); ``method`` 'both' draws Grad-CAM where the backbone allows
+    and integrated gradients from ``baseline`` ('good': a typical good hole; 'flat'). Returns the holes drawn."""
+    from cryorl.outputs import check_output_file, output_file
+    from cryorl.perception.data import perception_crops
+
+    torch.set_num_threads(threads)
+    inputs = [model, data]
+    check_output_file(out, overwrite=overwrite, what="picture", inputs=inputs)
+    if holes < 1:
+        raise ValueError(f"--holes must be at least 1, not {holes}")
+    predictor = HoleQualityPredictor.load(model)
+    causes = None
+    if data is None:                                  # simulated grids: the cause of each hole is known
+        from cryorl.perception.crops import simulated_crop_dataset
+
+        crops, table = simulated_crop_dataset(grids)
+        names, truth, causes = list(table["hole"]), table["true_ctf"].to_numpy(), simulated_cause(table)
+    else:
+        names, crops, truth = perception_crops(data, split, labelled_only=False)
+    chosen = select_holes(predictor.predict(crops), causes, per_cause=holes, count=holes)
+    reference = good_reference(predictor, crops) if baseline == "good" else "zeros"
+    with output_file(out, overwrite=overwrite, what="picture", inputs=inputs) as tmp:
+        explanation_grid(predictor, crops[chosen], tmp, names=[names[i] for i in chosen],
+                         truth=None if truth is None else truth[chosen],
+                         causes=None if causes is None else causes[chosen],
+                         methods=None if method == "both" else (method,), steps=steps, baseline=reference)
+    return len(chosen)

@@ -51,7 +51,7 @@ class TrainablePredictor(Protocol):
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
     def evaluate(self, crops: np.ndarray, ctf: np.ndarray, threshold: float = 6.0) -> dict[str, float]: ...
 
-__all__ = ["Schedule", "train", "CheckpointError", "LR_SCALINGS", "frozen_running_stats"]
+__all__ = ["Schedule", "train", "CheckpointError", "LR_SCALINGS", "frozen_running_stats", "checkpoint_path"]
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 CHECKPOINT_FORMAT = "cryorl-perception-checkpoint/1"
@@ -104,6 +104,20 @@ def frozen_running_stats(model: torch.nn.Module, frozen: bool) -> Iterator[None]
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
+
+
+def checkpoint_path(out: str | Path, checkpoint: str | Path | None = None, resume: bool = False) -> Path:
+    """Where a training run that writes ``out`` checkpoints after every epoch: ``checkpoint``, default
+    ``OUT.checkpoint.pt`` beside ``out``. A checkpoint there is an interrupted run's: a new run is refused unless
+    it resumes it (``resume``), and ``resume`` needs one."""
+    out = Path(out)
+    path = Path(checkpoint) if checkpoint is not None else out.with_name(f"{out.name}.checkpoint.pt")
+    if path.exists() and not resume:
+        raise FileExistsError(f"{path} holds the checkpoint of an interrupted run: pass --resume to continue "
+                              "it, or --checkpoint to put this run's elsewhere")
+    if resume and not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    return path
 
 
 def _fingerprint(predictor: TrainablePredictor, schedule: Schedule, y: torch.Tensor, seed: int, augment: bool,

@@ -22,25 +22,13 @@ from cryorl.atlas import Atlas
 from cryorl.costs import CollectionCosts, get_costs
 from cryorl.env import CryoEMEnv
 from cryorl.human import HumanTrace, jaccard, percentile_rank, real_clock
+from cryorl.reporting.published import PUBLISHED
 
 __all__ = ["run_benchmark", "BenchmarkResult", "DEFAULT_AGENTS", "PUBLISHED"]
 
 DEFAULT_AGENTS = tuple(entry.name for entry in policy_entries() if entry.benchmark)
 """The agents a benchmark runs by default: every registered policy marked ``benchmark`` (the oracle is added
 always)."""
-
-# Published mean good exposures, labelled as such in reports (never computed here).
-PUBLISHED = {
-    "cryorl-2022": {
-        "source": "Fan et al. 2022 (CryoRL, first paper): Aldolase validation split (1,074 holes), "
-                  "2 / 5 / 10 / 20-minute costs, ResNet-50 classifier; IBM/CryoRL-pytorch",
-        "rows": {
-            "cryoRL DQN, ResNet-50 (published)": {120: 41.1, 240: 87.5, 360: 130.0, 480: 165.5, 600: 198.6},
-            "greedy (published)": {120: 41.8, 240: 69.3, 360: 104.9, 480: 147.9, 600: 190.0},
-        },
-    },
-}
-
 
 @dataclass
 class BenchmarkResult:

@@ -5,6 +5,7 @@ Every file is written atomically, so an interrupted run leaves the previous repo
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from cryorl.reporting.benchmark import BenchmarkResult
 from cryorl.reporting.markdown import markdown_table
 from cryorl.reporting.plots import plot_ctf_histograms, plot_cumulative_good, plot_paths
 
-__all__ = ["write_report", "FIGURES"]
+__all__ = ["write_report", "benchmark_report", "FIGURES"]
 
 FIGURES = {"cumulative_good.png": "Good exposures over time",
            "ctf_histograms.png": "CTFMaxRes of what each agent collected",
@@ -158,3 +159,71 @@ def write_report(result: BenchmarkResult, out: str | os.PathLike, steps: bool = 
             frame.to_csv(tmp, index=False, float_format="%.6g",
                          compression="gzip" if name.endswith(".gz") else None)
     return atomic_write_text(out / "report.md", render_markdown(result))
+
+
+def _grid_and_traces(data, split, era, ctf, grid_seed: int, trace_files: Sequence, operators: int | None,
+                     operator_costs: str, threshold: float):
+    """The benchmark's grid (``data``'s measured holes, or the simulated grid ``grid_seed``), its label, the human
+    traces (``trace_files``, else the grid's own trace) and the simulated operators added to them."""
+    from cryorl.formats import open_grid
+    from cryorl.human import load_human_trace, simulate_operator
+
+    traces = [load_human_trace(path) for path in trace_files]
+    if data is not None:
+        opened = open_grid(data, split, measured=True, era=era, ctf=ctf)
+        atlas, label = opened.atlas, opened.label
+        if not trace_files and opened.trace is not None:
+            traces.append(opened.human_trace("human operator"))
+    else:
+        from cryorl.synth import simulate_atlas
+
+        atlas = simulate_atlas(grid_seed)
+        label = f"built-in simulated grid (seed {grid_seed})"
+    operators = operators if operators is not None else (0 if traces else 10)
+    traces += [simulate_operator(atlas, seed, costs=operator_costs, threshold=threshold,
+                                 name=f"simulated operator {seed}") for seed in range(operators)]
+    return atlas, label, traces, operators
+
+
+def benchmark_report(out: str | os.PathLike = "benchmark_report", *, data: str | os.PathLike | None = None,
+                     ctf: str | os.PathLike | None = None, split: str | None = None, era: str | None = None,
+                     grid_seed: int = 0, agents: Sequence[str] | None = None, trace: Sequence = (),
+                     operators: int | None = None, operator_costs: str = "aldolase-timestamps",
+                     budgets: Sequence[float] = (120, 240, 480), episodes: int = 50, seed: int = 0,
+                     costs: str = "cryorl-2023", threshold: float = 6.0, published: str | None = None,
+                     overwrite: bool = False, steps: bool = True, progress: bool = True, threads: int = 1,
+                     command: str = "") -> BenchmarkResult:
+    """``cryorl benchmark``: ``agents`` (default :data:`~cryorl.reporting.benchmark.DEFAULT_AGENTS`; the oracle is
+    always added) and the human traces (the files ``trace``, else the grid's own; plus ``operators`` simulated
+    operators, default 10 when there is no trace) on the measured holes of ``data`` or the simulated grid
+    ``grid_seed``, written as a report folder ``out`` (:func:`write_report`; replaced only with ``overwrite``);
+    returns the result."""
+    import torch
+
+    from cryorl.agents import make_policy
+    from cryorl.agents.evaluation import check_budgets, check_distinct, check_episodes
+    from cryorl.agents.registry import agent_paths
+    from cryorl.outputs import check_output_folder, output_folder
+    from cryorl.reporting.benchmark import DEFAULT_AGENTS, run_benchmark
+
+    agents = list(DEFAULT_AGENTS if agents is None else agents)
+    check_distinct(agents, "--agents")
+    budgets, episodes = check_budgets(budgets), check_episodes(episodes)
+    if operators is not None and operators < 0:
+        raise ValueError(f"--operators must be 0 or more, not {operators}")
+    inputs = [data, ctf, *trace, *agent_paths(agents)]
+    check_output_folder(out, overwrite=overwrite, what="report", inputs=inputs)
+    torch.set_num_threads(threads)
+    atlas, grid, traces, operators = _grid_and_traces(data, split, era, ctf, grid_seed, trace, operators,
+                                                      operator_costs, threshold)
+    policies = [make_policy(agent, seed=seed) for agent in agents]
+    with output_folder(out, overwrite=overwrite, what="report", inputs=inputs) as folder:
+        result = run_benchmark(atlas, agents=policies, traces=traces, budgets=budgets, episodes=episodes,
+                               seed=seed, costs=costs, threshold=threshold, grid=grid, published=published,
+                               progress=progress, command=command)
+        if operators:
+            result.notes.append(f"Human traces here are {operators} *simulated* operators "
+                                f"(`cryorl.human.simulate_operator`, seeds 0-{operators - 1}; their own clock uses "
+                                f"the `{operator_costs}` costs with jitter and breaks), not recordings.")
+        write_report(result, folder, steps=steps)
+    return result

@@ -1,0 +1,60 @@
+"""The command line's listings: committed tables equal to what their registries generate, printed as pandas
+would, and answered without importing torch."""
+import subprocess
+import sys
+
+import pytest
+
+from cryorl import listings
+
+
+def test_the_committed_tables_are_what_the_registries_generate():
+    for path, text in listings.generated_tables().items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run python -m cryorl.listings --write"
+
+
+def test_the_listings_match_the_registries():
+    from cryorl.agents.registry import policy_names
+    from cryorl.reporting.benchmark import DEFAULT_AGENTS
+
+    assert listings.policy_names() == policy_names()
+    assert listings.benchmark_agents() == DEFAULT_AGENTS
+
+
+@pytest.mark.parametrize("pattern", ["*", "resnet*", "no-such-model"])
+def test_the_model_listing_prints_as_pandas_does(pattern):
+    from cryorl.perception import list_models, model_table
+
+    expected = model_table(list_models(pattern)).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    assert listings.format_models(listings.perception_models(pattern)) == expected
+
+
+WRAPPER = """
+import runpy, sys
+sys.argv = ["cryorl", *sys.argv[1:]]
+try:
+    runpy.run_module("cryorl", run_name="__main__")
+except SystemExit:
+    pass
+print("HEAVY", sorted(m for m in ("torch", "pandas") if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["perception", "models"], ["evaluate", "--help"],
+                                  ["evaluate", "--episodes", "x"], ["benchmark", "--help"]])
+def test_help_listings_and_usage_errors_import_neither_torch_nor_pandas(argv):
+    result = subprocess.run([sys.executable, "-c", WRAPPER, *argv], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in result.stderr, result.stderr[-500:]
+
+
+def test_building_the_parser_imports_no_torch():
+    code = "import cryorl.cli, sys; cryorl.cli.build_parser(); print('torch' in sys.modules, 'pandas' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "False"], result.stderr[-500:]
+
+
+def test_import_cryorl_is_lazy_and_registers_the_environment():
+    code = ("import sys, cryorl, gymnasium; assert 'pandas' not in sys.modules; "
+            "env = gymnasium.make('CryoEM-v0'); print(type(env.unwrapped).__name__, cryorl.Atlas.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["CryoEMEnv", "Atlas"], result.stderr[-500:]
