@@ -15,7 +15,7 @@ from gymnasium.vector.utils import batch_space
 from cryorl.atlas import Atlas, clip_ctf
 from cryorl.costs import SWITCH_LEVELS, switch_level
 from cryorl.env import CryoEMEnv
-from cryorl.features import MAX_MINUTES
+from cryorl.observation import MAX_MINUTES
 
 __all__ = ["CryoEMVectorEnv"]
 
