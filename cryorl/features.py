@@ -7,10 +7,10 @@ O(holes) numpy work (one gather) and no Python loop over holes.
 
 ``compact`` (default)
     Raw per-hole facts; hierarchical statistics are left to the policy network (gather/scatter by id in torch),
-    which keeps replay buffers small (≈ 28 bytes per hole). Keys: ``predicted_ctf`` (Å, clipped at 20; with
-    classifier predictions the CTFMaxRes-equivalent of the probability, :mod:`cryorl.quality`), ``predicted_good``
-    (the calibrated probability that CTFMaxRes ≤ threshold, from either kind of prediction: a classifier's own
-    probability, a regressor's CTFMaxRes through :func:`cryorl.calibration.default_calibration`),
+    which keeps replay buffers small (≈ 28 bytes per hole). Every key is declared once, with its dtype, bounds,
+    unit and meaning, in :data:`cryorl.observation.COMPACT_SCHEMA`; the observation space is built from it. Keys:
+    ``predicted_ctf`` (Å, clipped at 20; with classifier predictions the CTFMaxRes-equivalent of the probability,
+    :mod:`cryorl.quality`), ``predicted_good`` (the calibrated probability that CTFMaxRes ≤ threshold),
     ``measured_ctf`` (Å, clipped at 20; 0 until the hole is exposed: a microscope knows the CTFMaxRes of every
     exposure it has taken), ``hierarchy`` (tile, square, patch ids), ``is_hole`` (0 on padded rows), ``visited``,
     ``current`` (one-hot), ``time_left`` (minutes), ``costs`` (minutes per hole/patch/square/tile switch),
@@ -34,14 +34,13 @@ from gymnasium import spaces
 
 from cryorl.atlas import MAX_FEATURE_CTF, Atlas, clip_ctf
 from cryorl.calibration import default_calibration
+from cryorl.observation import COMPACT_SCHEMA, MAX_MINUTES, observation_space
 from cryorl.quality import predicted_quality
 
 __all__ = ["FEATURE_SETS", "make_feature_set", "CompactFeatures", "CryoRLFeatures", "HISTOGRAM_EDGES",
            "GROUP_CAPS"]
 
 HISTOGRAM_EDGES = np.array([0.0, 4.0, 6.0, 8.0, 10.0, 999999.0])
-MAX_MINUTES = 1e5
-"""Upper bound of minute-valued observations (about 69 days of microscope time)."""
 GROUP_CAPS = (25.0, 150.0, 500.0)
 """Count normalisers of the CryoRL features for a patch, a square and an atlas tile."""
 
@@ -82,20 +81,7 @@ class CompactFeatures(_FeatureSet):
         self._truth = clip_ctf(atlas.true_ctf)
 
     def observation_space(self) -> spaces.Dict:
-        m, ctf_max = self.max_holes, MAX_FEATURE_CTF
-        return spaces.Dict({
-            "predicted_ctf": spaces.Box(0.0, ctf_max, (m,), np.float32),
-            "predicted_good": spaces.Box(0.0, 1.0, (m,), np.float32),
-            "measured_ctf": spaces.Box(0.0, ctf_max, (m,), np.float32),
-            "hierarchy": spaces.Box(0, max(m - 1, 1), (m, 3), np.int32),
-            "is_hole": spaces.Box(0, 1, (m,), np.int8),
-            "visited": spaces.Box(0, 1, (m,), np.int8),
-            "current": spaces.Box(0, 1, (m,), np.int8),
-            "time_left": spaces.Box(0.0, MAX_MINUTES, (1,), np.float32),
-            "costs": spaces.Box(0.0, MAX_MINUTES, (4,), np.float32),
-            "threshold": spaces.Box(0.0, 100.0, (1,), np.float32),
-            "action_mask": spaces.Box(0, 1, (m,), np.int8),
-        })
+        return observation_space(COMPACT_SCHEMA, self.max_holes)
 
     def reset(self, visited: np.ndarray, current: int) -> None:
         pass

@@ -15,12 +15,58 @@ from gymnasium.vector.utils import batch_space
 from cryorl.atlas import Atlas, clip_ctf
 from cryorl.costs import SWITCH_LEVELS, switch_level
 from cryorl.env import CryoEMEnv
-from cryorl.features import MAX_MINUTES
+from cryorl.observation import COMPACT_SCHEMA, MAX_MINUTES, ObservationKey, observation_space
 
-__all__ = ["CryoEMVectorEnv"]
+__all__ = ["CryoEMVectorEnv", "unstepped_keys"]
 
 _SWITCH_NAMES = np.array([*SWITCH_LEVELS, None], dtype=object)
 """Switch names by level, level -1 (no move: a reset or an invalid action) last, so ``_SWITCH_NAMES[-1]`` is None."""
+
+
+_STEPPED = ("visited", "current", "action_mask", "measured_ctf", "time_left")
+"""The compact keys :meth:`CryoEMVectorEnv.step` updates; every other key must stay fixed within an episode."""
+
+
+def unstepped_keys(schema: tuple[ObservationKey, ...] = COMPACT_SCHEMA) -> list[str]:
+    """Keys of ``schema`` that change within an episode but that the vector environment does not update."""
+    return [key.name for key in schema if key.changes != "episode" and key.name not in _STEPPED]
+
+
+def _checked_settings(num_envs, autoreset_mode, max_episode_steps, env_kwargs: dict) -> AutoresetMode:
+    """The autoreset mode, after checking the vector environment's own arguments."""
+    if isinstance(num_envs, (bool, np.bool_)) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, not {num_envs!r}")
+    try:
+        mode = AutoresetMode(autoreset_mode)
+    except ValueError:
+        raise ValueError(f"autoreset_mode must be one of {[m.value for m in AutoresetMode]}, "
+                         f"not {autoreset_mode!r}") from None
+    if max_episode_steps is not None and (isinstance(max_episode_steps, (bool, np.bool_))
+                                          or not isinstance(max_episode_steps, (int, np.integer))
+                                          or max_episode_steps < 1):
+        raise ValueError(f"max_episode_steps must be a positive integer or None, not {max_episode_steps!r}")
+    if env_kwargs.get("render_mode") is not None:
+        raise ValueError(f"CryoEMVectorEnv does not render (render_mode={env_kwargs['render_mode']!r}); use "
+                         "gymnasium.make_vec(..., vectorization_mode='sync') to render sub-environments")
+    unstepped = unstepped_keys()
+    if unstepped:
+        raise NotImplementedError(f"CryoEMVectorEnv.step does not update observation key(s) {', '.join(unstepped)}, "
+                                  "which change within an episode (cryorl/observation.py); add them to its _move")
+    return mode
+
+
+def _compact_envs(num_envs: int, env_kwargs: dict) -> list[CryoEMEnv]:
+    """``num_envs`` sub-environments of the compact observation, all with the same hole rows."""
+    envs = [CryoEMEnv(**env_kwargs) for _ in range(num_envs)]
+    first = envs[0]
+    if first.feature_set_name != "compact":
+        raise ValueError(f"CryoEMVectorEnv batches the compact observation, not feature_set="
+                         f"{first.feature_set_name!r}; use gymnasium.make_vec(..., vectorization_mode='sync')")
+    for i, env in enumerate(envs[1:], start=1):
+        if env.observation_space != first.observation_space:
+            raise ValueError(f"sub-environment {i} has {env.max_holes} hole rows but sub-environment 0 has "
+                             f"{first.max_holes}; pass max_holes= so that every grid fits")
+    return envs
 
 
 class CryoEMVectorEnv(VectorEnv):
@@ -82,49 +128,29 @@ class CryoEMVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int = 1, *, autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
                  max_episode_steps: int | None = None, copy: bool = True, **env_kwargs: Any) -> None:
-        if isinstance(num_envs, (bool, np.bool_)) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, not {num_envs!r}")
-        try:
-            self.autoreset_mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            raise ValueError(f"autoreset_mode must be one of {[m.value for m in AutoresetMode]}, "
-                             f"not {autoreset_mode!r}") from None
-        if max_episode_steps is not None and (isinstance(max_episode_steps, (bool, np.bool_))
-                                              or not isinstance(max_episode_steps, (int, np.integer))
-                                              or max_episode_steps < 1):
-            raise ValueError(f"max_episode_steps must be a positive integer or None, not {max_episode_steps!r}")
-        if env_kwargs.get("render_mode") is not None:
-            raise ValueError(f"CryoEMVectorEnv does not render (render_mode={env_kwargs['render_mode']!r}); use "
-                             "gymnasium.make_vec(..., vectorization_mode='sync') to render sub-environments")
+        self.autoreset_mode = _checked_settings(num_envs, autoreset_mode, max_episode_steps, env_kwargs)
         self.num_envs = int(num_envs)
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.copy = bool(copy)
-        self._envs = [CryoEMEnv(**env_kwargs) for _ in range(self.num_envs)]
+        self._envs = _compact_envs(self.num_envs, env_kwargs)
         first = self._envs[0]
-        if first.feature_set_name != "compact":
-            raise ValueError(f"CryoEMVectorEnv batches the compact observation, not feature_set="
-                             f"{first.feature_set_name!r}; use gymnasium.make_vec(..., vectorization_mode='sync')")
-        for i, env in enumerate(self._envs[1:], start=1):
-            if env.observation_space != first.observation_space:
-                raise ValueError(f"sub-environment {i} has {env.max_holes} hole rows but sub-environment 0 has "
-                                 f"{first.max_holes}; pass max_holes= so that every grid fits")
         self.metadata = {"render_modes": [], "autoreset_mode": self.autoreset_mode}
         self.render_mode = None
-        self.single_observation_space = first.observation_space
+        self.max_holes = first.max_holes
+        self.single_observation_space = observation_space(COMPACT_SCHEMA, self.max_holes)
         self.single_action_space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-
-        n, m = self.num_envs, first.max_holes
-        self.max_holes = m
         self._cost_by_level = first.costs.as_array()
         self._switch_rewards = np.asarray(first.switch_rewards, dtype=np.float64)
         self._penalty = float(first.invalid_action_penalty)
         self._raise_invalid = first.invalid_action == "raise"
-        self._rows = np.arange(n)
-        # observation buffers, one row per sub-environment
-        self._obs = {key: np.zeros((n, *space.shape), dtype=space.dtype)
-                     for key, space in self.single_observation_space.spaces.items()}
+        self._rows = np.arange(self.num_envs)
+        self._allocate(self.num_envs, self.max_holes)
+
+    def _allocate(self, n: int, m: int) -> None:
+        """The state of ``n`` grids of ``m`` hole rows: observation buffers, each grid's arrays, each episode's."""
+        self._obs = {key.name: np.zeros((n, *key.shape(m)), dtype=key.dtype) for key in COMPACT_SCHEMA}
         # per grid (static until a sub-environment gets a new atlas)
         self._atlases: list[Atlas | None] = [None] * n
         self._n_holes = np.zeros(n, dtype=np.int64)
@@ -175,15 +201,30 @@ class CryoEMVectorEnv(VectorEnv):
         """One move on every grid (see the class docstring for autoresets); returns batched arrays."""
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        holes, integer = self._as_actions(actions)
+        acting = self._acting()
+        rewards, moved = self._move(actions, acting)
+        terminated = acting & ((self._elapsed > self._budget) | (moved & (self._exposures + 1 >= self._n_holes)))
+        truncated = (acting & (self._steps >= self.max_episode_steps) if self.max_episode_steps is not None
+                     else np.zeros(self.num_envs, dtype=bool))
+        final = self._autoreset(acting, terminated | truncated)
+        everyone = np.ones(self.num_envs, dtype=bool)
+        return self._observation(), rewards, terminated, truncated, {**final, **self._info(everyone)}
+
+    def _acting(self) -> np.ndarray:
+        """The sub-environments this step moves (under NEXT_STEP, those that ended last step are reset instead)."""
         if self.autoreset_mode is AutoresetMode.NEXT_STEP:
-            acting = ~self._needs_reset
-        else:
-            acting = np.ones(self.num_envs, dtype=bool)
-            if self.autoreset_mode is AutoresetMode.DISABLED and self._needs_reset.any():
-                i = int(np.flatnonzero(self._needs_reset)[0])
-                raise RuntimeError(f"sub-environment {i}'s episode has ended; reset it with "
-                                   f"reset(options={{'reset_mask': mask}}) before stepping it again")
+            return ~self._needs_reset
+        if self.autoreset_mode is AutoresetMode.DISABLED and self._needs_reset.any():
+            i = int(np.flatnonzero(self._needs_reset)[0])
+            raise RuntimeError(f"sub-environment {i}'s episode has ended; reset it with "
+                               f"reset(options={{'reset_mask': mask}}) before stepping it again")
+        return np.ones(self.num_envs, dtype=bool)
+
+    def _move(self, actions, acting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Move the ``acting`` sub-environments to their actions' holes (an invalid action costs a hole move and
+        changes nothing else): the clock, the counters and the stepped observation keys. Returns the rewards and
+        which sub-environments moved."""
+        holes, integer = self._as_actions(actions)
         rows = self._rows
         in_grid = integer & (holes >= 0) & (holes < self._n_holes)
         target = np.where(in_grid, holes, 0)
@@ -208,18 +249,16 @@ class CryoEMVectorEnv(VectorEnv):
         self._obs["visited"][r, h] = 1
         self._obs["action_mask"][r, h] = 0
         self._obs["measured_ctf"][r, h] = self._truth[r, h]
+        self._obs["time_left"][:, 0] = np.clip(self._budget - self._elapsed, 0.0, MAX_MINUTES)
         self._current[moved] = h
         self._exposures += moved
         self._good_count += good
         self._steps += acting
         self._level = np.where(moved, level, -1)
-        self._obs["time_left"][:, 0] = np.clip(self._budget - self._elapsed, 0.0, MAX_MINUTES)
-        terminated = acting & ((self._elapsed > self._budget) | (moved & (self._exposures + 1 >= self._n_holes)))
-        truncated = (acting & (self._steps >= self.max_episode_steps) if self.max_episode_steps is not None
-                     else np.zeros(self.num_envs, dtype=bool))
-        ended = terminated | truncated
+        return rewards, moved
 
-        everyone = np.ones(self.num_envs, dtype=bool)
+    def _autoreset(self, acting: np.ndarray, ended: np.ndarray) -> dict[str, Any]:
+        """Reset per the autoreset mode; returns SAME_STEP's ``final_obs``/``final_info`` entries (else empty)."""
         final: dict[str, Any] = {}
         if self.autoreset_mode is AutoresetMode.NEXT_STEP:
             for i in np.flatnonzero(~acting):
@@ -234,7 +273,7 @@ class CryoEMVectorEnv(VectorEnv):
                 self._reset_one(int(i))
             ended = np.zeros(self.num_envs, dtype=bool)       # those grids start their next episode now
         self._needs_reset = ended
-        return self._observation(), rewards, terminated, truncated, {**final, **self._info(everyone)}
+        return final
 
     def action_masks(self) -> np.ndarray:
         """Valid actions (unvisited real holes) of every sub-environment, ``(num_envs, max_holes)`` bool."""

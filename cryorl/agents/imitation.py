@@ -25,47 +25,64 @@ import numpy as np
 import torch
 
 from cryorl.agents.network import HoleScorer
+from cryorl.observation import LEARNER_SCHEMA, ObservationKey
 
 __all__ = ["Demonstrations", "collect", "fit", "imitate"]
 
-_STATIC = ("predicted_ctf", "predicted_good", "hierarchy", "is_hole", "costs", "threshold")
+_PER_EPISODE = ("episode", "exposed")
+"""How a key changes if the buffers keep it once per episode (an ``exposed`` key: the episode's final values)."""
 
 
 @dataclass
 class Demonstrations:
-    """States visited while following a behaviour policy, each labelled with the planner's pick."""
+    """States visited while following a behaviour policy, each labelled with the planner's pick.
+
+    Each key of ``schema`` is kept by how it changes within an episode (:class:`cryorl.observation.ObservationKey`):
+    ``episode`` keys once per episode, ``exposed`` keys as the episode's final values (shown where ``visited``),
+    ``step`` keys per step, ``one_hot`` keys per step as the index of their 1, ``unvisited`` keys rebuilt from
+    ``is_hole`` and ``visited``. ``planner_pick`` is also the label.
+    """
 
     gamma: float
-    static: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in _STATIC})
-    measured: list[np.ndarray] = field(default_factory=list)          # per episode: CTF of every hole exposed
-    steps: dict[str, list] = field(default_factory=lambda: {k: [] for k in (
-        "episode", "visited", "plan", "current", "pick", "time_left", "price", "action", "return")})
+    schema: tuple[ObservationKey, ...] = LEARNER_SCHEMA
+    episodes: dict[str, list[np.ndarray]] = field(init=False)     # per episode, the keys kept once per episode
+    steps: dict[str, list] = field(init=False)                    # per step: the other stored keys and the targets
+
+    def __post_init__(self) -> None:
+        self.episodes = {key.name: [] for key in self.schema if key.changes in _PER_EPISODE}
+        stepped = [key.name for key in self.schema if key.changes in ("step", "one_hot")]
+        self.steps = {name: [] for name in ("episode", *stepped, "action", "return")}
+        self._n_episodes = 0
 
     def __len__(self) -> int:
         return len(self.steps["episode"])
 
     def _start_episode(self, observation: dict[str, np.ndarray]) -> int:
-        for key in _STATIC:
-            self.static[key].append(np.asarray(observation[key]).copy())
-        self.measured.append(np.zeros_like(observation["measured_ctf"]))
-        return len(self.measured) - 1
+        for key in self.schema:
+            if key.changes == "episode":
+                self.episodes[key.name].append(np.asarray(observation[key.name], key.dtype).copy())
+            elif key.changes == "exposed":                    # filled in when the episode ends
+                self.episodes[key.name].append(np.zeros_like(observation[key.name], key.dtype))
+        self._n_episodes += 1
+        return self._n_episodes - 1
 
     def _record(self, episode: int, observation: dict[str, np.ndarray], action: int, reward: float) -> None:
         s = self.steps
         s["episode"].append(episode)
-        s["visited"].append(np.asarray(observation["visited"], np.int8).copy())
-        s["plan"].append(np.asarray(observation["planner_plan"], np.int8).copy())
-        s["current"].append(int(np.argmax(observation["current"])))
-        s["pick"].append(int(np.argmax(observation["planner_pick"])))
-        s["time_left"].append(float(observation["time_left"][0]))
-        s["price"].append(float(observation["planner_price"][0]))
+        for key in self.schema:
+            if key.changes == "step":
+                s[key.name].append(np.asarray(observation[key.name], key.dtype).copy())
+            elif key.changes == "one_hot":
+                s[key.name].append(int(np.argmax(observation[key.name])))
         s["action"].append(int(action))
         s["return"].append(float(reward))                      # turned into the return when the episode ends
 
     def _end_episode(self, episode: int, final: dict[str, np.ndarray], steps: list[int]) -> None:
         """Store what the episode measured and turn its steps' rewards (``steps``: their indices, in order) into
         discounted returns."""
-        self.measured[episode] = np.asarray(final["measured_ctf"], np.float32).copy()
+        for key in self.schema:
+            if key.changes == "exposed":
+                self.episodes[key.name][episode] = np.asarray(final[key.name], key.dtype).copy()
         returns = self.steps["return"]
         running = 0.0
         for i in reversed(steps):
@@ -73,9 +90,10 @@ class Demonstrations:
             returns[i] = running
 
     def _arrays(self) -> dict:
+        """The steps as arrays, per-hole ``step`` keys left as lists of rows (stacked per batch)."""
         if getattr(self, "_cache", (None, -1))[1] != len(self):
-            self._cache = ({k: np.asarray(v) if k not in ("visited", "plan") else v
-                            for k, v in self.steps.items()}, len(self))
+            rows = {key.name for key in self.schema if key.changes == "step" and key.per_hole}
+            self._cache = ({k: v if k in rows else np.asarray(v) for k, v in self.steps.items()}, len(self))
         return self._cache[0]
 
     def batch(self, index: np.ndarray) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -83,24 +101,30 @@ class Demonstrations:
         s = self._arrays()
         episode = s["episode"][index]
         visited = np.stack([s["visited"][i] for i in index])
-        m = visited.shape[1]
-        static = {k: np.stack([self.static[k][e] for e in episode]) for k in _STATIC}
-        current = np.zeros((len(index), m), np.float32)
-        current[np.arange(len(index)), s["current"][index]] = 1.0
-        pick = np.zeros((len(index), m), np.float32)
-        pick[np.arange(len(index)), s["pick"][index]] = 1.0
-        measured = np.stack([self.measured[e] for e in episode]) * visited
-        obs = {**{k: torch.as_tensor(v).float() for k, v in static.items()},
-               "measured_ctf": torch.as_tensor(measured).float(),
-               "visited": torch.as_tensor(visited).float(), "current": torch.as_tensor(current),
-               "time_left": torch.as_tensor(s["time_left"][index]).float().unsqueeze(1),
-               "action_mask": torch.as_tensor(static["is_hole"] * (1 - visited)).float(),
-               "planner_pick": torch.as_tensor(pick),
-               "planner_plan": torch.as_tensor(np.stack([s["plan"][i] for i in index])).float(),
-               "planner_price": torch.as_tensor(s["price"][index]).float().unsqueeze(1)}
-        targets = {"pick": torch.as_tensor(s["pick"][index]), "action": torch.as_tensor(s["action"][index]),
+        rows = np.arange(len(index))
+        values: dict[str, np.ndarray] = {}
+        for key in self.schema:                     # in schema order: is_hole comes before the keys built from it
+            name = key.name
+            if key.changes == "episode":
+                values[name] = np.stack([self.episodes[name][e] for e in episode])
+            elif key.changes == "exposed":
+                values[name] = np.stack([self.episodes[name][e] for e in episode]) * _per_hole(visited, key)
+            elif key.changes == "step":
+                values[name] = np.stack([s[name][i] for i in index]) if key.per_hole else s[name][index]
+            elif key.changes == "one_hot":
+                values[name] = np.zeros((len(index), *key.shape(visited.shape[1])), np.float32)
+                values[name][rows, s[name][index]] = 1.0
+            else:                                                                   # unvisited
+                values[name] = values["is_hole"] * (1 - _per_hole(visited, key))
+        obs = {name: torch.as_tensor(value).float() for name, value in values.items()}
+        targets = {"pick": torch.as_tensor(s["planner_pick"][index]), "action": torch.as_tensor(s["action"][index]),
                    "return": torch.as_tensor(s["return"][index]).float()}
         return obs, targets
+
+
+def _per_hole(visited: np.ndarray, key: ObservationKey) -> np.ndarray:
+    """``visited`` (B, M) broadcast to a per-hole key's trailing shape."""
+    return visited.reshape(*visited.shape, *(1,) * len(key.trailing))
 
 
 def _device(scorer: HoleScorer) -> torch.device:

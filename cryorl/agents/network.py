@@ -9,102 +9,173 @@ budget-aware planner's signals (:mod:`cryorl.agents.signals`: its pick, the hole
 hole move) and the greedy-local rule's (each hole's gap to the best prediction in its patch, its patch's
 predicted-good holes per minute of travel, whether it is greedy-local's pick), so the network can represent either
 rule exactly and learns where to deviate from them.
+
+The input columns are declared as named feature blocks (:data:`HOLE_FEATURE_BLOCKS`); their count
+(:data:`N_HOLE_FEATURES`) and names (:data:`HOLE_FEATURE_NAMES`, recorded by a saved policy) follow from them.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from cryorl.agents.signals import SIGNAL_KEYS
-from cryorl.costs import switch_level
+from cryorl.costs import SWITCH_LEVELS, switch_level
+from cryorl.observation import LEARNER_SCHEMA, ObservationKey, batch_rank
 
-__all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "observation_to_tensors", "guide_picks"]
+__all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "HOLE_FEATURE_NAMES", "HOLE_FEATURE_BLOCKS",
+           "FeatureBlock", "HoleInputs", "feature_names", "observation_to_tensors", "guide_picks"]
 
-N_GROUP_FEATURES = 7
-N_SIGNAL_FEATURES = 5
-N_GREEDY_FEATURES = 4
-N_HOLE_FEATURES = 11 + 3 * N_GROUP_FEATURES + N_SIGNAL_FEATURES + N_GREEDY_FEATURES
+_LEVELS = ("tile", "square", "patch")
+"""The columns of ``hierarchy``, in order."""
 
 
-def observation_to_tensors(observation: dict, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Numpy compact observation (batched or not) → float tensors with a batch dimension."""
+def observation_to_tensors(observation: dict, device: str | torch.device = "cpu",
+                           schema: tuple[ObservationKey, ...] = LEARNER_SCHEMA) -> dict[str, torch.Tensor]:
+    """Numpy observation (batched or not) → float tensors with a batch dimension; a key's unbatched rank is its
+    ``schema`` shape's (:func:`cryorl.observation.batch_rank`)."""
+    ranks = batch_rank(schema)
     tensors = {}
     for key, value in observation.items():
+        if key not in ranks:
+            raise KeyError(f"observation key {key!r} is not declared in the observation schema "
+                           "(cryorl/observation.py)")
         tensor = torch.as_tensor(value, device=device).float()
-        batched = tensor.dim() >= (3 if key == "hierarchy" else 2)
-        tensors[key] = tensor if batched else tensor.unsqueeze(0)
+        tensors[key] = tensor if tensor.dim() > ranks[key] else tensor.unsqueeze(0)
     return tensors
 
 
-def hole_features(obs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-hole input features (B, M, N_HOLE_FEATURES) from a batch of compact observations."""
-    pred, meas = obs["predicted_ctf"], obs["measured_ctf"]
-    hole, visited, current = obs["is_hole"], obs["visited"], obs["current"]
-    threshold, costs, time_left = obs["threshold"], obs["costs"], obs["time_left"]      # (B,1) (B,4) (B,1)
-    ids = obs["hierarchy"].long()                                                       # (B, M, 3)
-    batch, m = pred.shape
-    missing = [key for key in SIGNAL_KEYS if key not in obs]
-    if missing:
-        raise KeyError(f"the observation lacks {', '.join(missing)}: the learned agents read the planner's signals "
-                       "(wrap the environment in cryorl.agents.signals.PlannerSignals)")
-    probability = obs["predicted_good"]
+class HoleInputs:
+    """What the feature blocks share, computed once per batch from a compact observation with the planner's
+    signals: shapes (B, M) unless noted."""
 
-    current_ids = (ids * current.unsqueeze(-1).long()).sum(dim=1, keepdim=True)          # (B, 1, 3)
-    same = (ids == current_ids).float()                                                  # tile, square, patch
-    level = switch_level(same[..., 2] > 0, same[..., 1] > 0, same[..., 0] > 0, where=torch.where)
-    move = costs.gather(1, level)                                                        # minutes (B, M)
-    level_onehot = nn.functional.one_hot(level, 4).float()
-
-    margin = ((threshold - pred) / 4.0).clamp(-2.0, 2.0)
-    unvisited = hole * (1.0 - visited)
-    predicted_good = (pred <= threshold).float() * unvisited
-    exposed = hole * visited
-    measured_good = (meas <= threshold).float() * exposed
-
-    group_features = []
-    stats = torch.stack([unvisited, predicted_good, exposed, measured_good, margin * unvisited,
-                         probability * unvisited], dim=-1)                                # (B, M, 6)
-    n_good_patch = None
-    for level_index in range(3):
-        index = ids[..., level_index].unsqueeze(-1).expand(-1, -1, stats.shape[-1])
-        sums = torch.zeros_like(stats).scatter_add_(1, index, stats).gather(1, index)    # per-hole group sums
-        n_unvisited, n_good, n_exposed, n_measured_good, margin_sum, expected_good = sums.unbind(-1)
-        if level_index == 2:
-            n_good_patch = n_good
-        group_features += [
-            torch.log1p(n_good), torch.log1p(n_unvisited), n_good / (n_unvisited + 1.0),
-            (n_measured_good + 1.0) / (n_exposed + 2.0), torch.log1p(n_exposed), margin_sum / (n_unvisited + 1.0),
-            torch.log1p(expected_good),
-        ]
-    planner = _greedy_local_signals(margin, predicted_good, unvisited, n_good_patch, move, same[..., 2],
-                                    current, ids[..., 2])
-    price = obs["planner_price"].expand(-1, m)
-    signals = torch.stack([probability, (probability - price).clamp(-1.0, 1.0), price, obs["planner_pick"],
-                           obs["planner_plan"]], dim=-1)
-    left = time_left.expand(-1, m)
-    features = torch.stack([
-        margin, (pred <= threshold).float(), visited, move / 10.0, (move / left.clamp(min=1.0)).clamp(max=2.0),
-        (move <= left).float(), torch.log1p(left) / 6.0,
-    ], dim=-1)
-    return torch.cat([features, level_onehot, torch.stack(group_features, dim=-1), signals, planner],
-                     dim=-1) * hole.unsqueeze(-1)
+    def __init__(self, obs: dict[str, torch.Tensor]) -> None:
+        self.obs = obs
+        pred, meas = obs["predicted_ctf"], obs["measured_ctf"]
+        self.hole, self.visited, self.current = obs["is_hole"], obs["visited"], obs["current"]
+        threshold, costs = obs["threshold"], obs["costs"]                               # (B, 1), (B, 4)
+        self.probability = obs["predicted_good"]
+        self.ids = ids = obs["hierarchy"].long()                                        # (B, M, 3)
+        m = pred.shape[1]
+        current_ids = (ids * self.current.unsqueeze(-1).long()).sum(dim=1, keepdim=True)  # (B, 1, 3)
+        self.same = same = (ids == current_ids).float()                                 # tile, square, patch
+        self.level = switch_level(same[..., 2] > 0, same[..., 1] > 0, same[..., 0] > 0, where=torch.where)
+        self.move = costs.gather(1, self.level)                                         # minutes
+        self.left = obs["time_left"].expand(-1, m)
+        self.price = obs["planner_price"].expand(-1, m)
+        self.below = (pred <= threshold).float()
+        self.margin = ((threshold - pred) / 4.0).clamp(-2.0, 2.0)
+        self.unvisited = self.hole * (1.0 - self.visited)
+        self.predicted_good = self.below * self.unvisited
+        exposed = self.hole * self.visited
+        measured_good = (meas <= threshold).float() * exposed
+        stats = torch.stack([self.unvisited, self.predicted_good, exposed, measured_good,
+                             self.margin * self.unvisited, self.probability * self.unvisited], dim=-1)  # (B, M, 6)
+        # per level (tile, square, patch), each hole's group sums: unvisited, predicted good, exposed, measured
+        # good, margin of the unvisited, expected good
+        self.group_sums = []
+        for level_index in range(len(_LEVELS)):
+            index = ids[..., level_index].unsqueeze(-1).expand(-1, -1, stats.shape[-1])
+            self.group_sums.append(torch.zeros_like(stats).scatter_add_(1, index, stats).gather(1, index).unbind(-1))
 
 
-def _greedy_local_signals(margin, predicted_good, unvisited, n_good_patch, move, same_patch, current, patch_ids):
+@dataclass(frozen=True)
+class FeatureBlock:
+    """Input columns computed together: their names and ``compute(inputs) -> one (B, M) tensor per column``."""
+
+    name: str
+    columns: tuple[str, ...]
+    compute: Callable[[HoleInputs], list[torch.Tensor]]
+
+
+def _hole_columns(x: HoleInputs) -> list[torch.Tensor]:
+    return [x.margin, x.below, x.visited, x.move / 10.0, (x.move / x.left.clamp(min=1.0)).clamp(max=2.0),
+            (x.move <= x.left).float(), torch.log1p(x.left) / 6.0]
+
+
+def _switch_columns(x: HoleInputs) -> list[torch.Tensor]:
+    return list(nn.functional.one_hot(x.level, len(SWITCH_LEVELS)).float().unbind(-1))
+
+
+_GROUP_COLUMNS = ("log_predicted_good", "log_unvisited", "predicted_good_fraction", "measured_good_rate",
+                  "log_exposed", "mean_margin", "log_expected_good")
+
+
+def _group_columns(level_index: int) -> Callable[[HoleInputs], list[torch.Tensor]]:
+    def compute(x: HoleInputs) -> list[torch.Tensor]:
+        n_unvisited, n_good, n_exposed, n_measured_good, margin_sum, expected_good = x.group_sums[level_index]
+        return [torch.log1p(n_good), torch.log1p(n_unvisited), n_good / (n_unvisited + 1.0),
+                (n_measured_good + 1.0) / (n_exposed + 2.0), torch.log1p(n_exposed), margin_sum / (n_unvisited + 1.0),
+                torch.log1p(expected_good)]
+    return compute
+
+
+def _signal_columns(x: HoleInputs) -> list[torch.Tensor]:
+    return [x.probability, (x.probability - x.price).clamp(-1.0, 1.0), x.price, x.obs["planner_pick"],
+            x.obs["planner_plan"]]
+
+
+def _greedy_local_columns(x: HoleInputs) -> list[torch.Tensor]:
     """Per hole: gap to its patch's best unvisited prediction (0 for the best), log of its patch's predicted-good
     holes per minute of travel, that rate relative to the best patch's, and whether greedy-local would pick it."""
+    margin, unvisited, patch_ids = x.margin, x.unvisited, x.ids[..., 2]
+    n_good_patch = x.group_sums[2][1]
     negative = torch.full_like(margin, -1e4)
     candidate = torch.where(unvisited > 0, margin, negative)
     best = negative.scatter_reduce(1, patch_ids, candidate, reduce="amax", include_self=True).gather(1, patch_ids)
     gap = torch.where(unvisited > 0, (margin - best).clamp(min=-4.0), torch.zeros_like(margin))
-    rate = n_good_patch / move
-    best_rate = torch.where(predicted_good > 0, rate, torch.zeros_like(rate)).amax(dim=1, keepdim=True)
+    rate = n_good_patch / x.move
+    best_rate = torch.where(x.predicted_good > 0, rate, torch.zeros_like(rate)).amax(dim=1, keepdim=True)
     relative = torch.where(best_rate > 0, rate / best_rate.clamp(min=1e-6), torch.zeros_like(rate))
-    stay = ((n_good_patch * current).sum(dim=1, keepdim=True) > 0).float()   # current patch still has good holes
-    target_patch = stay * same_patch + (1.0 - stay) * (relative >= 1.0 - 1e-6).float()
-    pick = target_patch * predicted_good * (gap >= -1e-6).float()
-    return torch.stack([gap, torch.log1p(rate), relative, pick], dim=-1)
+    stay = ((n_good_patch * x.current).sum(dim=1, keepdim=True) > 0).float()   # current patch still has good holes
+    target_patch = stay * x.same[..., 2] + (1.0 - stay) * (relative >= 1.0 - 1e-6).float()
+    pick = target_patch * x.predicted_good * (gap >= -1e-6).float()
+    return [gap, torch.log1p(rate), relative, pick]
+
+
+HOLE_FEATURE_BLOCKS: tuple[FeatureBlock, ...] = (
+    FeatureBlock("hole", ("ctf_margin", "predicted_below_threshold", "visited", "move_minutes_over_10",
+                          "move_over_time_left", "move_fits_time_left", "log_time_left_over_6"), _hole_columns),
+    FeatureBlock("switch level", tuple(f"switch_{level}" for level in SWITCH_LEVELS), _switch_columns),
+    *(FeatureBlock(f"{level} statistics", tuple(f"{level}_{column}" for column in _GROUP_COLUMNS),
+                   _group_columns(level_index)) for level_index, level in enumerate(_LEVELS)),
+    FeatureBlock("planner signals", ("predicted_good", "predicted_good_minus_price", "planner_price",
+                                     "planner_pick", "planner_plan"), _signal_columns),
+    FeatureBlock("greedy-local signals", ("greedy_gap", "greedy_log_rate", "greedy_relative_rate", "greedy_pick"),
+                 _greedy_local_columns),
+)
+"""The per-hole input columns of :class:`HoleScorer`, in order; a new column is a new entry (or column) here."""
+
+
+def feature_names(blocks: tuple[FeatureBlock, ...]) -> tuple[str, ...]:
+    """The input column names of ``blocks``, in order."""
+    return tuple(column for block in blocks for column in block.columns)
+
+
+HOLE_FEATURE_NAMES = feature_names(HOLE_FEATURE_BLOCKS)
+N_HOLE_FEATURES = len(HOLE_FEATURE_NAMES)
+
+
+def hole_features(obs: dict[str, torch.Tensor],
+                  blocks: tuple[FeatureBlock, ...] = HOLE_FEATURE_BLOCKS) -> torch.Tensor:
+    """Per-hole input features (B, M, columns of ``blocks``) from a batch of compact observations with the
+    planner's signals; padded rows are 0."""
+    missing = [key for key in SIGNAL_KEYS if key not in obs]
+    if missing:
+        raise KeyError(f"the observation lacks {', '.join(missing)}: the learned agents read the planner's signals "
+                       "(wrap the environment in cryorl.agents.signals.PlannerSignals)")
+    inputs = HoleInputs(obs)
+    columns = []
+    for block in blocks:
+        values = block.compute(inputs)
+        if len(values) != len(block.columns):
+            raise ValueError(f"feature block {block.name!r} computed {len(values)} columns but names "
+                             f"{len(block.columns)}")
+        columns += values
+    return torch.stack(columns, dim=-1) * inputs.hole.unsqueeze(-1)
 
 
 class HoleScorer(nn.Module):
@@ -114,18 +185,21 @@ class HoleScorer(nn.Module):
     ``mask_value`` when ``mask_invalid``; ``value`` returns a state value (B, 1) from the pooled context.
     """
 
-    def __init__(self, hidden: int = 64, mask_invalid: bool = True, mask_value: float = -1e8) -> None:
+    def __init__(self, hidden: int = 64, mask_invalid: bool = True, mask_value: float = -1e8,
+                 blocks: tuple[FeatureBlock, ...] = HOLE_FEATURE_BLOCKS) -> None:
         super().__init__()
         self.hidden = hidden
         self.mask_invalid = mask_invalid
         self.mask_value = mask_value
-        self.encoder = nn.Sequential(nn.Linear(N_HOLE_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                     nn.ReLU())
+        self.blocks = tuple(blocks)
+        self.feature_names = feature_names(self.blocks)
+        self.encoder = nn.Sequential(nn.Linear(len(self.feature_names), hidden), nn.ReLU(),
+                                     nn.Linear(hidden, hidden), nn.ReLU())
         self.head = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.value_head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def _encode(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.encoder(hole_features(obs))                                  # (B, M, H)
+        h = self.encoder(hole_features(obs, self.blocks))                                  # (B, M, H)
         valid = obs["action_mask"] > 0                                        # (B, M)
         weights = valid.float().unsqueeze(-1)
         count = weights.sum(dim=1).clamp(min=1.0)

@@ -1,7 +1,8 @@
 """The planner's signals in the observation: what the learned agents start from and learn to improve on.
 
-Three keys are added to the compact observation (:mod:`cryorl.features`), each computed by the budget-aware
-planner (:class:`~cryorl.agents.planner.PlannerPolicy`) for the episode's state:
+Three keys are added to the compact observation (:mod:`cryorl.features`), declared in
+:data:`cryorl.observation.SIGNAL_SCHEMA`, each computed by the budget-aware planner
+(:class:`~cryorl.agents.planner.PlannerPolicy`) for the episode's state:
 
 - ``planner_pick`` — one-hot: the hole the planner would expose next;
 - ``planner_plan`` — 1 for every hole its plan for the time left takes;
@@ -19,10 +20,11 @@ import numpy as np
 from gymnasium import spaces
 
 from cryorl.agents.planner import PlannerPolicy
+from cryorl.observation import SIGNAL_SCHEMA, key_names, observation_space
 
 __all__ = ["SIGNAL_KEYS", "SignalSource", "PlannerSignals"]
 
-SIGNAL_KEYS = ("planner_pick", "planner_plan", "planner_price")
+SIGNAL_KEYS = key_names(SIGNAL_SCHEMA)
 
 
 class SignalSource:
@@ -65,12 +67,8 @@ class PlannerSignals(gym.ObservationWrapper):
         if getattr(env.unwrapped, "feature_set_name", "compact") != "compact":
             raise ValueError("PlannerSignals needs feature_set='compact'")
         m = env.observation_space["action_mask"].shape[0]
-        self.observation_space = spaces.Dict({
-            **env.observation_space.spaces,
-            "planner_pick": spaces.Box(0, 1, (m,), np.int8),
-            "planner_plan": spaces.Box(0, 1, (m,), np.int8),
-            "planner_price": spaces.Box(0.0, 1.0, (1,), np.float32),
-        })
+        self.observation_space = spaces.Dict({**env.observation_space.spaces,
+                                              **observation_space(SIGNAL_SCHEMA, m).spaces})
         self.source = SignalSource(planner)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
