@@ -153,15 +153,24 @@ def _split_counts(total: int, parts: int, low: int, high: int, weights: np.ndarr
     return counts
 
 
-def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: GridSpec | None = None,
-                        session: str | None = None) -> pd.DataFrame:
-    """Simulate one grid's holes: hierarchy (Leginon names), positions (µm within the patch), ice thickness (nm),
-    true and predicted CTFMaxRes (Å). Vectorized; ~10 ms for the default 2,341 holes."""
-    spec = spec or GridSpec()
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    session = session or "sim"
+@dataclass(frozen=True)
+class _Hierarchy:
+    """Counts and memberships of a simulated grid: which tile each square is on, which square each patch and
+    each hole is in, and each patch's rank within its square."""
+    holes_per_patch: np.ndarray
+    patches_per_square: np.ndarray
+    square_tile: np.ndarray
+    patch_square: np.ndarray
+    hole_patch: np.ndarray
+    patch_rank: np.ndarray
 
-    # hierarchy: every tile has a square, every square two patches where possible
+    @property
+    def hole_square(self) -> np.ndarray:
+        return self.patch_square[self.hole_patch]
+
+
+def _draw_hierarchy(spec: GridSpec, rng: np.random.Generator) -> _Hierarchy:
+    """Every tile has a square, every square two patches where possible, patches of min…max holes."""
     squares_per_tile = _split_counts(spec.n_squares, spec.n_tiles, 1, spec.n_squares,
                                      rng.gamma(spec.squares_per_tile_shape, size=spec.n_tiles), rng)
     min_patches = 2 if spec.n_patches >= 2 * spec.n_squares else 1
@@ -173,14 +182,17 @@ def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: Gri
         patch_weight = np.where(partial, patch_weight * rng.random(spec.n_patches), patch_weight)
     holes_per_patch = _split_counts(spec.n_holes, spec.n_patches, spec.min_holes_per_patch,
                                     spec.max_holes_per_patch, patch_weight, rng)
-    square_tile = np.repeat(np.arange(spec.n_tiles), squares_per_tile)
-    patch_square = np.repeat(np.arange(spec.n_squares), patches_per_square)
-    hole_patch = np.repeat(np.arange(spec.n_patches), holes_per_patch)
-    hole_square = patch_square[hole_patch]
-    hole_tile = square_tile[hole_square]
-    n = spec.n_holes
+    patch_rank = np.arange(spec.n_patches) - np.repeat(np.cumsum(patches_per_square) - patches_per_square,
+                                                       patches_per_square)
+    return _Hierarchy(holes_per_patch, patches_per_square, np.repeat(np.arange(spec.n_tiles), squares_per_tile),
+                      np.repeat(np.arange(spec.n_squares), patches_per_square),
+                      np.repeat(np.arange(spec.n_patches), holes_per_patch), patch_rank)
 
-    # ice thickness: square level (with broken and thick squares), gradient across the square, patch, hole
+
+def _draw_thickness(spec: GridSpec, grid: _Hierarchy, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Ice thickness (nm) of every hole: square level (with broken and thick squares), gradient across the
+    square, patch, hole, single-hole defects; and whether the hole's square is broken."""
+    n = spec.n_holes
     kind = rng.choice(3, size=spec.n_squares, p=[1 - spec.broken_square_fraction - spec.thick_square_fraction,
                                                  spec.broken_square_fraction, spec.thick_square_fraction])
     square_level = np.where(kind == 0, rng.normal(spec.square_thickness_mean_nm, spec.square_thickness_sd_nm,
@@ -188,22 +200,24 @@ def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: Gri
                             np.where(kind == 1, rng.uniform(0.0, 12.0, spec.n_squares),
                                      rng.uniform(spec.thick_square_min_nm, spec.thick_square_max_nm,
                                                  spec.n_squares)))
-    patch_rank = np.arange(spec.n_patches) - np.repeat(np.cumsum(patches_per_square) - patches_per_square,
-                                                       patches_per_square)
-    patch_pos = (patch_rank + 0.5) / patches_per_square[patch_square] - 0.5     # -0.5 … 0.5 across the square
+    patch_pos = (grid.patch_rank + 0.5) / grid.patches_per_square[grid.patch_square] - 0.5   # -0.5 … 0.5
     gradient = rng.normal(0.0, spec.square_gradient_sd_nm, spec.n_squares)
-    patch_level = (square_level[patch_square] + gradient[patch_square] * patch_pos
+    patch_level = (square_level[grid.patch_square] + gradient[grid.patch_square] * patch_pos
                    + rng.normal(0.0, spec.patch_thickness_sd_nm, spec.n_patches))
-    broken = kind[hole_square] == 1
+    broken = kind[grid.hole_square] == 1
     hole_sd = np.where(broken, 4.0, spec.hole_thickness_sd_nm)
-    thickness = patch_level[hole_patch] + rng.normal(0.0, 1.0, n) * hole_sd
+    thickness = patch_level[grid.hole_patch] + rng.normal(0.0, 1.0, n) * hole_sd
     if spec.hole_defect_fraction > 0:            # single holes filled with thick ice, whatever their patch
         defect = (rng.random(n) < spec.hole_defect_fraction) & ~broken
         thickness = np.where(defect, np.maximum(thickness, rng.normal(spec.hole_defect_nm, spec.hole_defect_sd_nm,
                                                                       n)), thickness)
-    thickness = np.maximum(thickness, 0.0)
+    return np.maximum(thickness, 0.0), broken
 
-    # measured CTFMaxRes, with failed fits; predictions from what the image shows
+
+def _draw_ctf(spec: GridSpec, grid: _Hierarchy, thickness: np.ndarray, broken: np.ndarray,
+              rng: np.random.Generator, session: str) -> tuple[np.ndarray, np.ndarray]:
+    """Measured CTFMaxRes (Å, with failed fits) and the image model's predicted CTFMaxRes of every hole."""
+    n = spec.n_holes
     true_ctf = ctf_from_thickness(thickness) * np.exp(rng.normal(0.0, spec.ctf_noise, n))
     failed = rng.random(n) < np.where(broken, 10 * spec.fit_failure_rate, spec.fit_failure_rate)
     true_ctf = np.where(failed, FIT_FAILURE_SENTINEL, true_ctf)
@@ -213,18 +227,33 @@ def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: Gri
     predicted = np.clip(center + spec.prediction_shrinkage * (raw - center), 1.5, 30.0)
     quality = resolve_quality(spec.prediction_quality)
     if quality is not None:                      # drawn last: the grid's truth is the same at every quality
-        predicted = degraded_values(predicted, true_ctf, hole_patch, hole_square, quality, rng,
+        predicted = degraded_values(predicted, true_ctf, grid.hole_patch, grid.hole_square, quality, rng,
                                     what=f"simulated grid {session}", exact_r=False)
+    return true_ctf, predicted
+
+
+def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: GridSpec | None = None,
+                        session: str | None = None) -> pd.DataFrame:
+    """Simulate one grid's holes: hierarchy (Leginon names), positions (µm within the patch), ice thickness (nm),
+    true and predicted CTFMaxRes (Å). Vectorized; ~10 ms for the default 2,341 holes."""
+    spec = spec or GridSpec()
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    session = session or "sim"
+    grid = _draw_hierarchy(spec, rng)
+    thickness, broken = _draw_thickness(spec, grid, rng)
+    true_ctf, predicted = _draw_ctf(spec, grid, thickness, broken, rng, session)
 
     # positions: a square lattice of holes around the patch centre (µm)
-    hole_rank = np.arange(n) - np.repeat(np.cumsum(holes_per_patch) - holes_per_patch, holes_per_patch)
-    side = np.ceil(np.sqrt(holes_per_patch[hole_patch]))
+    n, hole_patch = spec.n_holes, grid.hole_patch
+    hole_rank = np.arange(n) - np.repeat(np.cumsum(grid.holes_per_patch) - grid.holes_per_patch,
+                                         grid.holes_per_patch)
+    side = np.ceil(np.sqrt(grid.holes_per_patch[hole_patch]))
     x = ((hole_rank % side) - (side - 1) / 2) * spec.hole_spacing_um
     y = ((hole_rank // side) - (side - 1) / 2) * spec.hole_spacing_um
 
-    tile_no = hole_tile + 1
-    square_no = hole_square + 1
-    patch_no = patch_rank[hole_patch] + 1
+    tile_no = grid.square_tile[grid.hole_square] + 1
+    square_no = grid.hole_square + 1
+    patch_no = grid.patch_rank[hole_patch] + 1
     names = [exposure_name(session, t, s, p, h) for t, s, p, h in zip(tile_no, square_no, patch_no, hole_rank + 1)]
     frame = pd.DataFrame({"hole": names, "x": x, "y": y, "thickness_nm": thickness,
                           "true_ctf": true_ctf, "predicted_ctf": predicted})
