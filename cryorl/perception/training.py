@@ -246,6 +246,64 @@ def _step(run: _Run, predictor: TrainablePredictor, index: torch.Tensor, data: t
     return step_loss, extras
 
 
+def _start_run(predictor: TrainablePredictor, schedule: Schedule, data: tuple, seed: int, augment: bool,
+               adversarial: Attack | None, semi: Any, processes, compression: str) -> _Run:
+    """The model on its device, its optimizer and one-cycle schedule, the seeded generator of every draw."""
+    _, y_all, u_all = data
+    generator = torch.Generator().manual_seed(seed)
+    model = predictor.model.to(processes.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.peak_lr, weight_decay=schedule.weight_decay)
+    steps_per_epoch = math.ceil(math.ceil(len(y_all) / processes.world) / (schedule.batch_size // processes.world))
+    lr_schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=schedule.peak_lr, pct_start=schedule.warmup,
+                                                      total_steps=max(schedule.epochs * steps_per_epoch, 1))
+    net = distributed.wrap(model, processes, compression) if processes.distributed else model
+    return _Run(model, net, optimizer, lr_schedule, generator,
+                _fingerprint(predictor, schedule, y_all, seed, augment, adversarial, semi,
+                             0 if u_all is None else len(u_all)))
+
+
+def _open_checkpoint(run: _Run, checkpoint: str | Path | None, resume: bool) -> Path | None:
+    """Resume ``run`` from ``checkpoint``, or refuse to start a run over someone's existing checkpoint."""
+    if checkpoint is None:
+        return None
+    checkpoint = Path(checkpoint)
+    if resume:
+        run.restore(checkpoint)
+    elif checkpoint.exists():
+        raise CheckpointError(f"{checkpoint} already exists: resume from it, or choose another checkpoint path")
+    return checkpoint
+
+
+def _epoch(run: _Run, predictor: TrainablePredictor, data: tuple, schedule: Schedule, processes, augment: bool,
+           adversarial: Attack | None, semi: Any, progress: bool) -> dict:
+    """One epoch of steps over this process's share of a fresh permutation; returns its history row (the mean
+    loss over all processes, the method's extras, seconds)."""
+    from tqdm import tqdm
+
+    tic = time.perf_counter()
+    run.model.train()
+    rank, world, accumulate = processes.rank, processes.world, schedule.accumulate
+    local_batch = schedule.batch_size // world
+    has_batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
+    smallest = 2 if has_batch_norm else 1
+    order = torch.randperm(len(data[0]), generator=run.generator)
+    local = order[list(DistributedSampler(order, num_replicas=world, rank=rank, shuffle=False))]
+    losses, extras = [], []
+    for start in tqdm(range(0, len(local), local_batch), desc=f"epoch {run.epoch + 1}/{schedule.epochs}",
+                      unit="batch", leave=False, disable=not (progress and processes.main)):
+        index = local[start:start + local_batch]
+        if len(index) // accumulate < smallest:
+            continue                              # a last batch too small for batch norm (same on every rank)
+        loss, extra = _step(run, predictor, index, data, accumulate, processes, augment, adversarial, semi)
+        losses.append(loss)
+        extras += extra
+    row = {"epoch": run.epoch + 1, "train_loss": distributed.mean_over_processes(float(np.mean(losses)))}
+    if extras:
+        row.update(pd.DataFrame(extras).mean().to_dict())
+    row["seconds"] = time.perf_counter() - tic
+    return row
+
+
 def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
           validation: tuple[np.ndarray, np.ndarray] | None = None, schedule: Schedule = Schedule(),
           augment: bool = True, seed: int = 0, progress: bool = True, adversarial: Attack | None = None,
@@ -256,13 +314,9 @@ def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
     crops: semi-supervised. Runs distributed when a process group is initialised
     (:func:`cryorl.perception.distributed.start`), with gradients compressed as ``compression`` says. Returns one
     row per epoch (loss, validation metrics, seconds); every process returns rank 0's history."""
-    from tqdm import tqdm
-
     processes = distributed.current()
-    rank, world, accumulate = processes.rank, processes.world, schedule.accumulate
-    _check_inputs(schedule, world, ctf, semi, unlabelled)
+    _check_inputs(schedule, processes.world, ctf, semi, unlabelled)
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     x_all = predictor.preprocess(crops)
     y_all = torch.as_tensor(predictor.targets(ctf), dtype=torch.float32)
     if len(x_all) != len(y_all):
@@ -270,41 +324,12 @@ def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
     u_all = predictor.preprocess(unlabelled) if unlabelled is not None else None
     if semi is not None:
         semi.check(predictor, len(u_all))
-    model = predictor.model.to(processes.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.peak_lr, weight_decay=schedule.weight_decay)
-    local_batch = schedule.batch_size // world
-    smallest = 2 if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
-    steps_per_epoch = math.ceil(math.ceil(len(x_all) / world) / local_batch)
-    run = _Run(model, distributed.wrap(model, processes, compression) if processes.distributed else model, optimizer,
-               torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=schedule.peak_lr, pct_start=schedule.warmup,
-                                                   total_steps=max(schedule.epochs * steps_per_epoch, 1)),
-               generator, _fingerprint(predictor, schedule, y_all, seed, augment, adversarial, semi,
-                                       0 if u_all is None else len(u_all)))
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-    if checkpoint is not None and resume:
-        run.restore(checkpoint)
-    elif checkpoint is not None and checkpoint.exists():
-        raise CheckpointError(f"{checkpoint} already exists: resume from it, or choose another checkpoint path")
+    data = (x_all, y_all, u_all)
+    run = _start_run(predictor, schedule, data, seed, augment, adversarial, semi, processes, compression)
+    checkpoint = _open_checkpoint(run, checkpoint, resume)
 
     while run.epoch < schedule.epochs:
-        tic = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(x_all), generator=generator)
-        local = order[list(DistributedSampler(order, num_replicas=world, rank=rank, shuffle=False))]
-        losses, extras = [], []
-        for start in tqdm(range(0, len(local), local_batch), desc=f"epoch {run.epoch + 1}/{schedule.epochs}",
-                          unit="batch", leave=False, disable=not (progress and processes.main)):
-            index = local[start:start + local_batch]
-            if len(index) // accumulate < smallest:
-                continue                              # a last batch too small for batch norm (same on every rank)
-            loss, extra = _step(run, predictor, index, (x_all, y_all, u_all), accumulate, processes, augment,
-                                adversarial, semi)
-            losses.append(loss)
-            extras += extra
-        row = {"epoch": run.epoch + 1, "train_loss": distributed.mean_over_processes(float(np.mean(losses)))}
-        if extras:
-            row.update(pd.DataFrame(extras).mean().to_dict())
-        row["seconds"] = time.perf_counter() - tic
+        row = _epoch(run, predictor, data, schedule, processes, augment, adversarial, semi, progress)
         if validation is not None and processes.main:
             run.validate(predictor, validation, row)
         run.history.append(row)
@@ -312,6 +337,6 @@ def train(predictor: TrainablePredictor, crops: np.ndarray, ctf: np.ndarray, *,
         if checkpoint is not None and processes.main:
             run.save(checkpoint)
     if run.best_state is not None:
-        model.load_state_dict(run.best_state)
-    predictor.model = model.cpu()
+        run.model.load_state_dict(run.best_state)
+    predictor.model = run.model.cpu()
     return pd.DataFrame(run.history)
