@@ -557,42 +557,10 @@ def _boolean(values: list) -> pd.Series:
     return pd.Series(pd.array(values, dtype="boolean"))
 
 
-def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.DataFrame | None = None,
-                     ctf_rule: CtfRule = "best", patch_radius_um: float | None = None,
-                     atlas_path: str | os.PathLike | None = None, ice_model: IceModel | None = None,
-                     threshold: float = 6.0) -> EpuGrid:
-    """Open an EPU session folder (or its ``EpuSession.dm``) as a grid; see the module docstring for what is read
-    and how. ``ctf``: a RELION STAR file, a CTFFIND output folder, or a table with ``micrograph`` (EPU name) and
-    ``ctf_max_res`` columns. ``threshold`` (Å) is the one ``probability_good`` is about."""
-    from cryorl.calibration import default_calibration
-
-    if ctf_rule not in CTF_RULES:
-        raise ValueError(f"unknown CTF rule {ctf_rule!r}; choose one of {', '.join(CTF_RULES)}")
-    if patch_radius_um is not None and not (np.isfinite(patch_radius_um) and patch_radius_um > 0):
-        raise ValueError(f"patch_radius_um must be a positive number of µm, not {patch_radius_um!r}")
-    folder = Path(path).expanduser()
-    folder = folder.parent if folder.is_file() else folder
-    if not is_epu_session(folder):
-        raise FileNotFoundError(f"no EPU session at {folder} (no EpuSession.dm, Metadata/GridSquare_*.dm or "
-                                "Images-Disc*/GridSquare_* folder)")
-    missing: list[str] = []
-    ice_model = ice_model or IceModel()
-
-    # session, atlas
-    session_file = folder / "EpuSession.dm"
-    if session_file.is_file():
-        session = _read_session(session_file)
-    else:
-        session = _Session(folder.name, [], None, None, 0.0, np.nan)
-        missing.append("no EpuSession.dm: squares from Metadata/ and Images-Disc*/ only, no patch radius stated")
-    atlas_file, looked = _find_atlas(folder, session.atlas_id, Path(atlas_path).expanduser() if atlas_path else None)
-    nodes = _read_atlas(atlas_file) if atlas_file is not None else pd.DataFrame(
-        columns=["square_id", "tile", "atlas_x_px", "atlas_y_px", "square_stage_x_um", "square_stage_y_um"])
-    if atlas_file is None:
-        missing.append(f"no Atlas.dm (looked for {looked[0]} and {len(looked) - 1} other places; pass atlas_path=): "
-                       "every square is its own atlas tile")
-
-    # foil holes and exposures
+def _foil_holes(folder: Path, missing: list[str]) -> tuple[pd.DataFrame, dict, list, list, pd.DataFrame, str | None]:
+    """Every foil hole the session knows: the GridSquare .dm entries, then those known only from their FoilHole or
+    Data XML. Returns the holes, EPU's patch grouping, the squares with a .dm, the .dm's exposures, the Data XML's
+    exposures, and the note on XML-only holes (None without any)."""
     hole_rows, exposure_rows, grouping, with_dm = [], [], {}, []
     for dm in sorted((folder / "Metadata").glob("GridSquare_*.dm")):
         square, holes, exposures, groups = _read_grid_square(dm)
@@ -616,6 +584,7 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
                   .assign(source="Data XML"))
     extra = pd.concat([extra.drop(columns="time"), data_holes[~data_holes["foil_hole"].isin(extra["foil_hole"])]])
     extra = extra[~extra["foil_hole"].isin(known)].sort_values(["square_id", "foil_hole"])
+    xml_only = None
     if len(extra):
         n_squares = extra["square_id"].nunique()
         xml_only = (f"{len(extra)} foil holes of {n_squares} square{'s' * (n_squares > 1)} are known only from "
@@ -629,9 +598,12 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
                                     "Images-Disc*/GridSquare_*/FoilHoles or Data XML names any")
     holes["near_grid_bar"] = _boolean(holes["near_grid_bar"].tolist())
     holes["selected"] = _boolean(holes["selected"].tolist())
+    return holes, grouping, with_dm, exposure_rows, from_data, xml_only
 
-    # squares: the session's, the .dm files', the image folders'
-    square_ids = list(dict.fromkeys([*session.squares, *with_dm, *holes["square_id"]]))
+
+def _squares(square_ids: list, nodes: pd.DataFrame, atlas_file: Path | None, with_dm: list, holes: pd.DataFrame,
+             missing: list[str]) -> pd.DataFrame:
+    """One row per square (the session's, the .dm files', the image folders'), on its atlas tile."""
     squares = pd.DataFrame({"square_id": square_ids}).merge(nodes, on="square_id", how="left")
     squares.insert(0, "square", [f"GridSquare_{s}" for s in squares["square_id"]])
     off_atlas = squares["tile"].isna()
@@ -647,18 +619,24 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
         missing.append(f"{len(no_dm)} of {len(squares)} squares have no Metadata/GridSquare_<id>.dm (e.g. "
                        f"{no_dm['square'].iloc[0]}): {len(no_dm) - with_holes} without any foil hole known, "
                        f"{with_holes} with foil holes from their XML only")
-    if len(extra):
-        missing.append(xml_only)
+    return squares
 
-    # patches: EPU's grouping, else greedy clustering within the radius
+
+def _patch_radius(session: _Session, patch_radius_um: float | None) -> tuple[float, str]:
+    """The radius (µm) of greedy patch clustering and where it comes from."""
     if patch_radius_um is not None:
-        radius, said = float(patch_radius_um), "patch_radius_um"
-    elif session.clustering not in (None, "NoClustering") and session.clustering_radius_um > 0:
-        radius, said = session.clustering_radius_um, f"EPU's ClusteringRadius ({session.clustering})"
-    elif np.isfinite(session.max_image_shift_um) and session.max_image_shift_um > 0:
-        radius, said = session.max_image_shift_um, "EpuSession.dm TargetAreaTemplate/MaximumImageShift"
-    else:
-        radius, said = DEFAULT_PATCH_RADIUS_UM, "cryorl.formats.epu.DEFAULT_PATCH_RADIUS_UM"
+        return float(patch_radius_um), "patch_radius_um"
+    if session.clustering not in (None, "NoClustering") and session.clustering_radius_um > 0:
+        return session.clustering_radius_um, f"EPU's ClusteringRadius ({session.clustering})"
+    if np.isfinite(session.max_image_shift_um) and session.max_image_shift_um > 0:
+        return session.max_image_shift_um, "EpuSession.dm TargetAreaTemplate/MaximumImageShift"
+    return DEFAULT_PATCH_RADIUS_UM, "cryorl.formats.epu.DEFAULT_PATCH_RADIUS_UM"
+
+
+def _with_patches(holes: pd.DataFrame, square_ids: list, squares: pd.DataFrame, grouping: dict, radius: float,
+                  said: str) -> tuple[pd.DataFrame, str]:
+    """Holes in patches (EPU's grouping, else greedy clustering within ``radius``), in square and patch order,
+    with positions relative to the patch's centre hole and their names; and the rule that made the patches."""
     square_rank = {s: i for i, s in enumerate(square_ids)}
     holes["_square"] = holes["square_id"].map(square_rank)
     holes = holes.sort_values(["_square", "order", "foil_hole"], kind="stable", na_position="last",
@@ -674,8 +652,11 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
     holes["hole"] = [f"FoilHole_{h}" for h in holes["foil_hole"]]
     holes["square"] = [f"GridSquare_{s}" for s in holes["square_id"]]
     holes["tile"] = holes["square_id"].map(dict(zip(squares["square_id"], squares["tile"])))
+    return holes, patch_rule
 
-    # exposures: the .dm's and the Data XML's, on EPU's clock
+
+def _exposures(exposure_rows: list, from_data: pd.DataFrame) -> pd.DataFrame:
+    """The exposures of the .dm's and the Data XML's, one row per micrograph in the order of EPU's clock."""
     exposures = pd.DataFrame(exposure_rows, columns=["micrograph", "foil_hole", "square_id"]).drop_duplicates(
         "micrograph").assign(in_dm=True)
     exposures = exposures.merge(from_data[["micrograph", "foil_hole", "square_id", "xml_time"]].assign(in_xml=True),
@@ -689,47 +670,76 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
     exposures["time"] = pd.to_datetime(stamp["date"] + stamp["time"], format="%Y%m%d%H%M%S")
     exposures["hole"] = "FoilHole_" + exposures["foil_hole"].astype(str)
     exposures["square"] = "GridSquare_" + exposures["square_id"].astype(str)
-    exposures = exposures.sort_values(["time", "micrograph"], ignore_index=True)
+    return exposures.sort_values(["time", "micrograph"], ignore_index=True)
 
-    # CTF per exposure and per hole
-    exposures["ctf_max_res"] = np.nan
-    if ctf is not None:
-        if isinstance(ctf, pd.DataFrame):
-            table = ctf.assign(micrograph=micrograph_core(ctf["micrograph"]))
-            label = "the CTF table"
-        else:
-            table, label = read_ctf_results(ctf), Path(ctf).name
-        values = table.dropna(subset=["micrograph"]).set_index("micrograph")["ctf_max_res"]
-        exposures["ctf_max_res"] = exposures["micrograph"].map(values)
-        unmatched = int((~table["micrograph"].isin(set(exposures["micrograph"]))).sum())
-        if unmatched:
-            missing.append(f"{unmatched} of {len(table)} micrographs in {label} match no exposure of the session")
-        without = int(exposures["ctf_max_res"].isna().sum())
-        if without:
-            holes_without = len(set(exposures["hole"]) - set(exposures.dropna(subset=["ctf_max_res"])["hole"]))
-            missing.append(f"{without} of {len(exposures)} exposures have no CTF estimate in {label}: "
-                           f"{holes_without} exposed holes without a true CTFMaxRes")
+
+def _measured_ctf(exposures: pd.DataFrame, ctf: str | os.PathLike | pd.DataFrame | None,
+                  missing: list[str]) -> np.ndarray:
+    """CTFMaxRes (Å) of every exposure from the CTF results (NaN where there is none); notes what does not match."""
+    if ctf is None:
+        return np.full(len(exposures), np.nan)
+    if isinstance(ctf, pd.DataFrame):
+        table, label = ctf.assign(micrograph=micrograph_core(ctf["micrograph"])), "the CTF table"
+    else:
+        table, label = read_ctf_results(ctf), Path(ctf).name
+    values = table.dropna(subset=["micrograph"]).set_index("micrograph")["ctf_max_res"]
+    measured = exposures["micrograph"].map(values)
+    unmatched = int((~table["micrograph"].isin(set(exposures["micrograph"]))).sum())
+    if unmatched:
+        missing.append(f"{unmatched} of {len(table)} micrographs in {label} match no exposure of the session")
+    without = int(measured.isna().sum())
+    if without:
+        holes_without = len(set(exposures["hole"]) - set(exposures["hole"][measured.notna()]))
+        missing.append(f"{without} of {len(exposures)} exposures have no CTF estimate in {label}: "
+                       f"{holes_without} exposed holes without a true CTFMaxRes")
+    return measured.to_numpy(np.float64)
+
+
+def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.DataFrame | None = None,
+                     ctf_rule: CtfRule = "best", patch_radius_um: float | None = None,
+                     atlas_path: str | os.PathLike | None = None, ice_model: IceModel | None = None,
+                     threshold: float = 6.0) -> EpuGrid:
+    """Open an EPU session folder (or its ``EpuSession.dm``) as a grid; see the module docstring for what is read
+    and how. ``ctf``: a RELION STAR file, a CTFFIND output folder, or a table with ``micrograph`` (EPU name) and
+    ``ctf_max_res`` columns. ``threshold`` (Å) is the one ``probability_good`` is about."""
+    if ctf_rule not in CTF_RULES:
+        raise ValueError(f"unknown CTF rule {ctf_rule!r}; choose one of {', '.join(CTF_RULES)}")
+    if patch_radius_um is not None and not (np.isfinite(patch_radius_um) and patch_radius_um > 0):
+        raise ValueError(f"patch_radius_um must be a positive number of µm, not {patch_radius_um!r}")
+    folder = Path(path).expanduser()
+    folder = folder.parent if folder.is_file() else folder
+    if not is_epu_session(folder):
+        raise FileNotFoundError(f"no EPU session at {folder} (no EpuSession.dm, Metadata/GridSquare_*.dm or "
+                                "Images-Disc*/GridSquare_* folder)")
+    missing: list[str] = []
+    ice_model = ice_model or IceModel()
+
+    session_file = folder / "EpuSession.dm"
+    if session_file.is_file():
+        session = _read_session(session_file)
+    else:
+        session = _Session(folder.name, [], None, None, 0.0, np.nan)
+        missing.append("no EpuSession.dm: squares from Metadata/ and Images-Disc*/ only, no patch radius stated")
+    atlas_file, looked = _find_atlas(folder, session.atlas_id, Path(atlas_path).expanduser() if atlas_path else None)
+    nodes = _read_atlas(atlas_file) if atlas_file is not None else pd.DataFrame(
+        columns=["square_id", "tile", "atlas_x_px", "atlas_y_px", "square_stage_x_um", "square_stage_y_um"])
+    if atlas_file is None:
+        missing.append(f"no Atlas.dm (looked for {looked[0]} and {len(looked) - 1} other places; pass atlas_path=): "
+                       "every square is its own atlas tile")
+
+    holes, grouping, with_dm, exposure_rows, from_data, xml_only = _foil_holes(folder, missing)
+    square_ids = list(dict.fromkeys([*session.squares, *with_dm, *holes["square_id"]]))
+    squares = _squares(square_ids, nodes, atlas_file, with_dm, holes, missing)
+    if xml_only is not None:
+        missing.append(xml_only)
+    holes, patch_rule = _with_patches(holes, square_ids, squares, grouping, *_patch_radius(session, patch_radius_um))
+    exposures = _exposures(exposure_rows, from_data)
+    exposures["ctf_max_res"] = _measured_ctf(exposures, ctf, missing)
     per_hole = combine_ctf(exposures["hole"].to_numpy(), exposures["ctf_max_res"].to_numpy(),
                            exposures["time"].to_numpy(), ctf_rule)
     holes["true_ctf"] = holes["hole"].map(per_hole).astype(np.float64)
     holes["exposures"] = holes["hole"].map(exposures["hole"].value_counts()).fillna(0).astype(np.int64)
-
-    # predicted quality from the ice filter
-    holes["relative_thickness"] = relative_thickness(holes["intensity_mean"].to_numpy(np.float64),
-                                                     holes["square_id"].to_numpy())
-    holes["predicted_ctf"] = ice_model.predicted_ctf(holes["relative_thickness"].to_numpy())
-    no_intensity = int(holes["intensity_mean"].isna().sum())
-    if no_intensity:
-        missing.append(f"{no_intensity} of {len(holes)} foil holes have no ice-filter intensity "
-                       f"(PixelIntensityMean): predicted the worst, {MAX_FEATURE_CTF:g} Å")
-
-    atlas = Atlas.from_frame(holes[["hole", "tile", "square", "patch", "x", "y", "true_ctf", "predicted_ctf"]],
-                             position_unit="um", source=str(folder))
-    holes["probability_good"] = default_calibration(threshold).probability_good(atlas)
-    holes = holes[["hole", "foil_hole", "tile", "square", "patch", "stage_x_um", "stage_y_um", "image_x_px",
-                   "image_y_px", "near_grid_bar", "selected", "intensity_mean", "intensity_sd",
-                   "relative_thickness", "predicted_ctf", "probability_good", "exposures", "true_ctf", "state",
-                   "source"]]
+    holes, atlas = _predicted(holes, ice_model, threshold, folder, missing)
     squares = squares[["square", "square_id", "tile", "atlas_x_px", "atlas_y_px", "square_stage_x_um",
                        "square_stage_y_um", "has_dm", "holes"]]
 
@@ -740,6 +750,29 @@ def load_epu_session(path: str | os.PathLike, *, ctf: str | os.PathLike | pd.Dat
                                                                   "xml_time", "in_dm", "in_xml", "ctf_max_res"]],
                    squares=squares, trace=trace, missing=tuple(missing), patch_rule=patch_rule,
                    ice_model=ice_model, session=session.name, source=str(folder))
+
+
+def _predicted(holes: pd.DataFrame, ice_model: IceModel, threshold: float, folder: Path,
+               missing: list[str]) -> tuple[pd.DataFrame, Atlas]:
+    """Predicted CTFMaxRes from the ice filter and its probability of good; the holes' columns in their final
+    order, and the grid as an :class:`Atlas`."""
+    from cryorl.calibration import default_calibration
+
+    holes["relative_thickness"] = relative_thickness(holes["intensity_mean"].to_numpy(np.float64),
+                                                     holes["square_id"].to_numpy())
+    holes["predicted_ctf"] = ice_model.predicted_ctf(holes["relative_thickness"].to_numpy())
+    no_intensity = int(holes["intensity_mean"].isna().sum())
+    if no_intensity:
+        missing.append(f"{no_intensity} of {len(holes)} foil holes have no ice-filter intensity "
+                       f"(PixelIntensityMean): predicted the worst, {MAX_FEATURE_CTF:g} Å")
+    atlas = Atlas.from_frame(holes[["hole", "tile", "square", "patch", "x", "y", "true_ctf", "predicted_ctf"]],
+                             position_unit="um", source=str(folder))
+    holes["probability_good"] = default_calibration(threshold).probability_good(atlas)
+    holes = holes[["hole", "foil_hole", "tile", "square", "patch", "stage_x_um", "stage_y_um", "image_x_px",
+                   "image_y_px", "near_grid_bar", "selected", "intensity_mean", "intensity_sd",
+                   "relative_thickness", "predicted_ctf", "probability_good", "exposures", "true_ctf", "state",
+                   "source"]]
+    return holes, atlas
 
 
 # ---------------------------------------------------------------------------------------- the format registry
