@@ -67,3 +67,32 @@ def test_a_planted_function_level_cycle_is_found(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
     cycle = find_cycle(import_graph())
     assert cycle is not None and "cryorl.render" in cycle and "cryorl.reporting.plots" in cycle
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(root: Path) -> list[str]:
+    """Functions and methods longer than MAX_FUNCTION_LINES whose docstring does not say why ("Long because")."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES and "Long because" not in (ast.get_docstring(node) or ""):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_over_60_lines_without_a_reason():
+    assert long_functions(PACKAGE) == []
+
+
+def test_a_planted_long_function_is_found_and_a_reason_lets_it_pass(tmp_path):
+    package = tmp_path / "cryorl"
+    package.mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (package / "long.py").write_text(f"def long():\n{body}")
+    assert long_functions(package) == ["cryorl/long.py:1 long (61 lines)"]
+    (package / "long.py").write_text(f'def long():\n    """Long because a table is written out."""\n{body}')
+    assert long_functions(package) == []
