@@ -58,3 +58,49 @@ def test_import_cryorl_is_lazy_and_registers_the_environment():
             "env = gymnasium.make('CryoEM-v0'); print(type(env.unwrapped).__name__, cryorl.Atlas.__name__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["CryoEMEnv", "Atlas"], result.stderr[-500:]
+
+
+def _leaf_commands(parser, prefix=""):
+    """(``data download``, its sub-parser) for every command that does work."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                full = f"{prefix} {name}".strip()
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    yield from _leaf_commands(sub, full)
+                else:
+                    yield full, sub
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return str(value) if hasattr(value, "__fspath__") else value
+
+
+def test_every_command_is_a_python_function_with_the_same_defaults():
+    import importlib
+    import inspect
+    import re
+    from pathlib import Path
+
+    from cryorl.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = dict(re.findall(r"^\| `cryorl ([a-z ]+)` \| `([\w.]+)` \|$", readme, flags=re.M))
+    commands = dict(_leaf_commands(build_parser()))
+    assert sorted(table) == sorted(commands), "README's 'Every command from Python' table and the CLI differ"
+    shared = 0
+    for command, sub in commands.items():
+        module, name = table[command].rsplit(".", 1)
+        function = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(function).parameters
+        for action in sub._actions:
+            default = parameters[action.dest].default if action.dest in parameters else inspect.Parameter.empty
+            if default is inspect.Parameter.empty or action.default is None:
+                continue
+            assert _plain(default) == _plain(action.default), f"cryorl {command} --{action.dest}: {action.default!r}"
+            shared += 1
+    assert shared > 40, shared
