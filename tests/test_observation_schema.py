@@ -15,7 +15,7 @@ import torch
 import cryorl.features
 from cryorl import CryoEMEnv, simulate_atlas
 from cryorl.agents.imitation import Demonstrations, collect
-from cryorl.agents.learned import LearnedPolicy
+from cryorl.agents.learned import RECORD, LearnedPolicy
 from cryorl.agents.network import (
     HOLE_FEATURE_BLOCKS,
     HOLE_FEATURE_NAMES,
@@ -209,7 +209,10 @@ def test_loading_a_policy_trained_with_other_observation_keys_names_the_differen
         LearnedPolicy.load(folder)
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"policy {folder} was trained with observation keys ")
-    assert message.endswith("lacks foo and has extra measured_ctf")
+    assert message.endswith("lacks foo")
+    # an observation grown since training (here by measured_ctf) still serves the policy: it reads what it knew
+    _edit_config(folder, observation_keys=keys[:-1])
+    LearnedPolicy.load(folder).reset(_small_env())
     # and an environment without a key the policy was trained with, at reset
     policy = LearnedPolicy(HoleScorer(hidden=8), "runs/x", observation_keys=(*key_names(LEARNER_SCHEMA), "foo"))
     with pytest.raises(ValueError, match=r"^policy runs/x was trained with observation keys .*; this environment "
@@ -230,6 +233,16 @@ def test_loading_a_policy_trained_with_other_input_features_names_the_difference
     _edit_config(folder, hole_features=names, n_hole_features=N_HOLE_FEATURES + 1)
     with pytest.raises(ValueError, match=f"trained with {N_HOLE_FEATURES + 1} input features per hole; this "
                                          f"cryorl's network has {N_HOLE_FEATURES}$"):
+        LearnedPolicy.load(folder)
+
+
+def test_a_policy_saved_before_the_record_with_other_inputs_is_refused_in_one_line(tmp_path):
+    block = FeatureBlock("foo", ("foo_sum",), lambda x: [x.obs["foo"].sum(-1)])
+    folder = _saved(tmp_path, blocks=HOLE_FEATURE_BLOCKS + (block,))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in RECORD}))
+    with pytest.raises(ValueError, match=f"^policy {folder} was trained with {N_HOLE_FEATURES + 1} input features "
+                                         f"per hole; this cryorl's network has {N_HOLE_FEATURES}$"):
         LearnedPolicy.load(folder)
 
 

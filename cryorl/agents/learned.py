@@ -74,7 +74,8 @@ class LearnedPolicy(Policy):
             raise ValueError(f"{self.name} needs feature_set='compact', the environment has "
                              f"{env.feature_set_name!r}")
         available = [*env.observation_space.spaces, *(k for k in SIGNAL_KEYS if k not in env.observation_space.spaces)]
-        _check_same(self.name, "observation keys", self.observation_keys, available, "this environment")
+        _check_same(self.name, "observation keys", self.observation_keys, available, "this environment",
+                    extra_ok=True)
         self.signals.reset(env)
 
     @torch.inference_mode()
@@ -115,36 +116,46 @@ class LearnedPolicy(Policy):
         if config.get("format") != FORMAT:
             raise ValueError(f"{config_path}: unknown policy format {config.get('format')!r}")
         scorer = HoleScorer(hidden=int(config["hidden"]))
-        _check_record(directory, config, scorer)
         try:
             state = load_weights(weights_path)
-            scorer.load_state_dict(state)
         except NotWeightsError:
             raise
-        except Exception as error:  # corrupt file, wrong shapes
+        except Exception as error:  # corrupt file
             raise ValueError(f"{weights_path}: cannot load the policy weights ({error})") from None
+        _check_record(directory, config, scorer, state)
+        try:
+            scorer.load_state_dict(state)
+        except Exception as error:  # wrong names or shapes: torch's message spans lines
+            raise ValueError(f"{weights_path}: cannot load the policy weights ({' '.join(str(error).split())})") \
+                from None
         metadata = {k: v for k, v in config.items() if k not in ("format", "name", "hidden", *RECORD)}
         return cls(scorer, name or config.get("name", directory.name), metadata, config.get("observation_keys"))
 
 
-def _check_same(policy: str, what: str, trained, available, here: str, ordered: bool = False) -> None:
-    difference = describe_difference(trained, available)
+def _check_same(policy: str, what: str, trained, available, here: str, ordered: bool = False,
+                extra_ok: bool = False) -> None:
+    """Refuse, in one line naming the difference, when ``available`` is not what the policy was trained with
+    (``extra_ok``: only when it lacks some of it)."""
+    difference = describe_difference(trained, [name for name in available if name in set(trained)] if extra_ok
+                                     else available)
     if not difference and ordered and list(trained) != list(available):
         difference = "has them in another order"
     if difference:
         raise ValueError(f"policy {policy} was trained with {what} {', '.join(trained)}; {here} {difference}")
 
 
-def _check_record(directory: Path, config: dict, scorer: HoleScorer) -> None:
-    """The observation keys and input features ``config`` records against this cryorl's (no record: nothing to
-    check, the folder predates it)."""
+def _check_record(directory: Path, config: dict, scorer: HoleScorer, state: dict) -> None:
+    """The observation keys and input features ``config`` records against this cryorl's; a folder saved before the
+    record is checked by its first layer's width."""
     if "observation_keys" in config:
         _check_same(str(directory), "observation keys", config["observation_keys"], key_names(LEARNER_SCHEMA),
-                    "this cryorl's observation (cryorl/observation.py)")
+                    "this cryorl's observation (cryorl/observation.py)", extra_ok=True)
     if "hole_features" in config:
         _check_same(str(directory), "input features", config["hole_features"], scorer.feature_names,
                     "this cryorl's network (cryorl/agents/network.py)", ordered=True)
-    n = config.get("n_hole_features", len(scorer.feature_names))
+    first_layer = state.get("encoder.0.weight")
+    n = config.get("n_hole_features", first_layer.shape[1] if isinstance(first_layer, torch.Tensor) and
+                   first_layer.dim() == 2 else len(scorer.feature_names))
     if n != len(scorer.feature_names):
         raise ValueError(f"policy {directory} was trained with {n} input features per hole; this cryorl's network "
                          f"has {len(scorer.feature_names)}")
