@@ -24,6 +24,7 @@ from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.fileio import atomic_path
 from cryorl.quality import as_classifier
+from cryorl.synth import TEST_GRID_SEEDS
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[120, 240, 480])
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sim-seeds", type=int, nargs="*", default=[90001, 90002, 90003])
+    parser.add_argument("--sim-seeds", type=int, nargs="*", default=list(TEST_GRID_SEEDS))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split", default="train")
     parser.add_argument("--real-tiles", type=int, nargs="*", default=None)

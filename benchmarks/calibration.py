@@ -35,9 +35,10 @@ from cryorl.calibration import (
     fit_on_simulated_grids,
 )
 from cryorl.prediction_quality import with_prediction_quality
+from cryorl.synth import TEST_GRID_SEEDS
 
 SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
-HELD_OUT_SEEDS = (90001, 90002, 90003)
+HELD_OUT_SEEDS = TEST_GRID_SEEDS
 
 
 def online_loss(calibration: Calibration, atlas, measured: int, draws: int = 5) -> float:

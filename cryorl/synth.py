@@ -30,9 +30,16 @@ from cryorl.atlas import Atlas
 from cryorl.leginon import exposure_name
 from cryorl.prediction_quality import degraded_values, resolve_quality
 
-__all__ = ["GridSpec", "simulate_hole_table", "simulate_atlas", "ctf_from_thickness"]
+__all__ = ["GridSpec", "simulate_hole_table", "simulate_atlas", "ctf_from_thickness", "VALIDATION_GRID_SEEDS",
+           "TEST_GRID_SEEDS"]
 
 FIT_FAILURE_SENTINEL = 100000.0
+
+VALIDATION_GRID_SEEDS: tuple[int, ...] = (80001, 80002, 80003)
+"""Simulated grids for choosing among models and settings (a training run's held-out evaluation)."""
+
+TEST_GRID_SEEDS: tuple[int, ...] = (90001, 90002, 90003)
+"""Simulated grids the benchmarks report on: no fit, tuning or checkpoint selection may use them."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from cryorl import CryoEMEnv
 from cryorl.agents.config import ConfigError, TrainingConfig, load_config
 from cryorl.agents.training import RandomBudget
 from cryorl.resources import HYPERPARAMS_DIR
+from cryorl.synth import TEST_GRID_SEEDS
 
 SMALL = {"n_holes": 200, "n_patches": 15, "n_squares": 4, "n_tiles": 2}
 
@@ -15,6 +16,7 @@ def test_shipped_configs_load(name):
     config = load_config(HYPERPARAMS_DIR / f"{name}.yml")
     assert config.algo in ("dqn", "ppo") and config.n_timesteps > 0 and config.env.sources
     assert TrainingConfig.from_mapping(config.to_mapping()) == config        # the mapping round-trips
+    assert not set(config.eval.grid_seeds) & set(TEST_GRID_SEEDS)           # the benchmarks' grids stay unseen
 
 
 BASE = {"algo": "dqn", "n_timesteps": 100, "env": {"sources": [{"grid": SMALL}]}, "learning_rate": 1e-3}
