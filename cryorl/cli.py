@@ -105,8 +105,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _add_grid_arguments(command: argparse.ArgumentParser, data_help: str, era_help: str | None,
                         required: bool = False) -> None:
-    """``--data``, ``--ctf``, ``--split`` and ``--era``: the grid a command works on."""
-    command.add_argument("--data", type=Path, default=None, help=data_help, required=required)
+    """``--data``, ``--ctf``, ``--split`` and ``--era``: the grid a command works on (``data_help``: what it is,
+    with ``{formats}`` for the registered formats)."""
+    from cryorl.listings import grid_format_names
+
+    formats = ", ".join(grid_format_names())
+    command.add_argument("--data", type=Path, default=None, help=data_help.format(formats=formats),
+                         required=required)
     command.add_argument("--ctf", type=Path, default=None, help=CTF_HELP)
     command.add_argument("--split", default=None, help="which split of --data (default: the only one)")
     command.add_argument("--era", choices=ERAS, default=None, help=era_help)
@@ -119,8 +124,8 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--agent", nargs="+", required=True,
                           help=f"{', '.join(policy_names())}, a saved policy folder (labelled by its path; "
                                "NAME=PATH labels it NAME), or human-trace:PATH")
-    _add_grid_arguments(evaluate, "a grid: CryoRL folder, simulated session, hole table, EPU session (default: "
-                                  "simulated)",
+    _add_grid_arguments(evaluate, "a grid in a format cryorl reads ({formats}; `cryorl simulate` writes a "
+                                  "cryorl folder; default: simulated)",
                         "2023: regressor predictions; 2022: classifier probabilities (default: detect)")
     evaluate.add_argument("--grid-seed", type=int, default=0, help="seed of the simulated grid (without --data)")
     evaluate.add_argument("--budgets", type=float, nargs="+", default=[120, 240, 480], help="minutes")
@@ -147,7 +152,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _add_plan(commands) -> None:
     plan = commands.add_parser("plan", help="a policy's ordered targets for a session's time left (plan.csv, a "
                                             "SerialEM .nav or Leginon target names), re-planned as exposures come in")
-    _add_grid_arguments(plan, "the session: a CryoRL folder, simulated session, hole table or EPU session",
+    _add_grid_arguments(plan, "the session, in a format cryorl reads ({formats})",
                         "2023: regressor predictions; 2022: classifier probabilities (default: detect)", required=True)
     plan.add_argument("--agent", default="planner", help="planner (default), greedy-local, greedy-2t, dqn, ppo, a "
                                                          "saved policy folder, ...")
@@ -188,8 +193,8 @@ def _add_benchmark(commands) -> None:
 
     bench = commands.add_parser("benchmark", help="every agent, the oracle and human traces on one grid: a report "
                                                   "folder with report.md, tables and plots")
-    _add_grid_arguments(bench, "a grid: CryoRL folder, simulated session, hole table, EPU session (default: "
-                               "simulated)", None)
+    _add_grid_arguments(bench, "a grid in a format cryorl reads ({formats}; `cryorl simulate` writes a "
+                               "cryorl folder; default: simulated)", None)
     bench.add_argument("--grid-seed", type=int, default=0, help="seed of the simulated grid (without --data)")
     bench.add_argument("--agents", nargs="+", default=None,
                        help="agents as for `cryorl evaluate` (the oracle is always added)")

@@ -2,8 +2,9 @@
 
 The agent names (``cryorl evaluate --help``) come from the policy registry, which pandas-using modules fill; the
 perception backbones (``cryorl perception models``) from the model registry, which needs torch to build each model
-and count its parameters and GMACs. Both are read here from ``resources/policies.csv`` and
-``resources/perception_models.csv`` with the standard library only, and regenerated from their registries by
+and count its parameters and GMACs; the grid formats ``--data`` reads from the format registry. They are read here
+from ``resources/policies.csv``, ``resources/perception_models.csv`` and ``resources/grid_formats.csv`` with the
+standard library only, and regenerated from their registries by
 
     python -m cryorl.listings --write
 
@@ -19,13 +20,15 @@ from pathlib import Path
 
 from cryorl.resources import RESOURCES
 
-__all__ = ["POLICY_TABLE", "MODEL_TABLE", "policy_names", "benchmark_agents", "perception_models",
-           "format_models", "generated_tables", "write_tables"]
+__all__ = ["POLICY_TABLE", "MODEL_TABLE", "FORMAT_TABLE", "policy_names", "benchmark_agents", "perception_models",
+           "grid_format_names", "format_models", "generated_tables", "write_tables"]
 
 POLICY_TABLE = RESOURCES / "policies.csv"
 MODEL_TABLE = RESOURCES / "perception_models.csv"
+FORMAT_TABLE = RESOURCES / "grid_formats.csv"
 POLICY_COLUMNS = ("name", "benchmark", "needs_truth", "description")
 MODEL_COLUMNS = ("model", "family", "input", "params (M)", "GMACs", "description")
+FORMAT_COLUMNS = ("name", "description")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -41,6 +44,11 @@ def policy_names() -> tuple[str, ...]:
 def benchmark_agents() -> tuple[str, ...]:
     """The agents a benchmark runs by default (as :data:`cryorl.reporting.benchmark.DEFAULT_AGENTS`)."""
     return tuple(row["name"] for row in _rows(POLICY_TABLE) if row["benchmark"] == "True")
+
+
+def grid_format_names() -> tuple[str, ...]:
+    """Every registered grid format, in the order tried (as :func:`cryorl.formats.grid_formats`)."""
+    return tuple(row["name"] for row in _rows(FORMAT_TABLE))
 
 
 def perception_models(pattern: str = "*") -> list[dict[str, str]]:
@@ -72,6 +80,7 @@ def _csv(columns: tuple[str, ...], rows: list[dict]) -> str:
 def generated_tables() -> dict[Path, str]:
     """Each committed table's text as its registry generates it now (imports the agents, and torch)."""
     from cryorl.agents.registry import policy_entries
+    from cryorl.formats import grid_formats
     from cryorl.perception import model_table
 
     policies = [{"name": e.name, "benchmark": e.benchmark, "needs_truth": e.needs_truth,
@@ -79,7 +88,9 @@ def generated_tables() -> dict[Path, str]:
     models = model_table().to_dict(orient="records")
     for row in models:                                 # full precision: the listing rounds to 3 decimals
         row["params (M)"], row["GMACs"] = repr(float(row["params (M)"])), repr(float(row["GMACs"]))
-    return {POLICY_TABLE: _csv(POLICY_COLUMNS, policies), MODEL_TABLE: _csv(MODEL_COLUMNS, models)}
+    formats = [{"name": f.name, "description": f.description} for f in grid_formats()]
+    return {POLICY_TABLE: _csv(POLICY_COLUMNS, policies), MODEL_TABLE: _csv(MODEL_COLUMNS, models),
+            FORMAT_TABLE: _csv(FORMAT_COLUMNS, formats)}
 
 
 def write_tables() -> list[Path]:
@@ -92,7 +103,7 @@ def write_tables() -> list[Path]:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python -m cryorl.listings --write   (regenerates resources/policies.csv and "
-                 "resources/perception_models.csv from the registries)")
+        sys.exit("usage: python -m cryorl.listings --write   (regenerates resources/policies.csv, "
+                 "resources/perception_models.csv and resources/grid_formats.csv from the registries)")
     for written in write_tables():
         print(f"wrote {written}")

@@ -21,6 +21,18 @@ def test_the_listings_match_the_registries():
     assert listings.benchmark_agents() == DEFAULT_AGENTS
 
 
+def test_every_data_option_names_every_registered_format():
+    from cryorl.cli import build_parser
+    from cryorl.formats import grid_formats
+
+    names = [fmt.name for fmt in grid_formats()]
+    assert listings.grid_format_names() == tuple(names)
+    commands = build_parser()._subparsers._group_actions[0].choices
+    helps = [action.help for command in commands.values() for action in command._actions if "--data" in
+             action.option_strings]
+    assert len(helps) >= 3 and all(", ".join(names) in text for text in helps), helps
+
+
 @pytest.mark.parametrize("pattern", ["*", "resnet*", "no-such-model"])
 def test_the_model_listing_prints_as_pandas_does(pattern):
     from cryorl.perception import list_models, model_table
