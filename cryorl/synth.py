@@ -81,8 +81,9 @@ class GridSpec:
     image_thickness_sd_nm: float = 15.0      # what the low-magnification image misses of the thickness
     prediction_noise: float = 0.15           # log-normal sd of the regressor's own error
     prediction_shrinkage: float = 0.75       # regression to the mean of a trained regressor
-    # how good the predictions are: "unseen" (MAE 2.55 Å, r 0.63), "in-sample" (the image model's), or a target MAE
-    prediction_quality: str | float = "unseen"
+    # how good the predictions are: "unseen" (MAE 2.55 Å, r 0.63), "in-sample" (the image model's), a target MAE,
+    # or a range of target MAEs (low, high) drawn uniformly for each grid (training across predictor qualities)
+    prediction_quality: str | float | tuple[float, float] = "unseen"
 
     def __post_init__(self) -> None:
         for key in ("n_holes", "n_patches", "n_squares", "n_tiles", "min_holes_per_patch", "max_holes_per_patch"):
@@ -104,8 +105,14 @@ class GridSpec:
         if not self.thick_square_min_nm <= self.thick_square_max_nm:
             raise ValueError(f"thick_square_min_nm ({self.thick_square_min_nm}) must not exceed thick_square_max_nm "
                              f"({self.thick_square_max_nm})")
+        if isinstance(self.prediction_quality, list):           # from a YAML/JSON mapping; the spec stays hashable
+            object.__setattr__(self, "prediction_quality", tuple(self.prediction_quality))
         try:
-            resolve_quality(self.prediction_quality)
+            if isinstance(self.prediction_quality, tuple):
+                low, high = _quality_range(self.prediction_quality)
+                resolve_quality(low), resolve_quality(high)
+            else:
+                resolve_quality(self.prediction_quality)
         except ValueError as error:
             raise ValueError(f"prediction_quality: {error}") from None
         lo, hi = self.min_holes_per_patch * self.n_patches, self.max_holes_per_patch * self.n_patches
@@ -232,11 +239,23 @@ def _draw_ctf(spec: GridSpec, grid: _Hierarchy, thickness: np.ndarray, broken: n
     raw = np.minimum(ctf_from_thickness(seen), 20.0) * np.exp(rng.normal(0.0, spec.prediction_noise, n))
     center = np.median(raw)
     predicted = np.clip(center + spec.prediction_shrinkage * (raw - center), 1.5, 30.0)
-    quality = resolve_quality(spec.prediction_quality)
+    if isinstance(spec.prediction_quality, tuple):
+        low, high = _quality_range(spec.prediction_quality)
+        quality = resolve_quality(float(rng.uniform(low, high)))
+    else:
+        quality = resolve_quality(spec.prediction_quality)
     if quality is not None:                      # drawn last: the grid's truth is the same at every quality
         predicted = degraded_values(predicted, true_ctf, grid.hole_patch, grid.hole_square, quality, rng,
                                     what=f"simulated grid {session}", exact_r=False)
     return true_ctf, predicted
+
+
+def _quality_range(value: tuple) -> tuple[float, float]:
+    """``(low, high)`` target MAEs in Å, low ≤ high."""
+    if len(value) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating)) and
+                                  not isinstance(v, (bool, np.bool_)) for v in value) or not value[0] <= value[1]:
+        raise ValueError(f"a range of prediction qualities is two target MAEs in Å, low ≤ high, not {list(value)!r}")
+    return float(value[0]), float(value[1])
 
 
 def simulate_hole_table(seed: int | np.random.Generator | None = None, spec: GridSpec | None = None,

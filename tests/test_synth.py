@@ -59,6 +59,22 @@ def test_default_predictions_have_unseen_quality_and_the_same_truth():
         GridSpec(prediction_quality="blurry")
 
 
+def test_a_range_of_qualities_draws_one_per_grid():
+    """Training grids cover the predictor-quality range: (low, high) draws each grid's target MAE, the truth stays
+    the seed's, and a config's list reads as that range."""
+    maes = []
+    for seed in range(8):
+        drawn = simulate_atlas(seed, prediction_quality=(1.9, 3.2))
+        np.testing.assert_array_equal(drawn.true_ctf, simulate_atlas(seed).true_ctf)
+        maes.append(grid_statistics(drawn)["prediction MAE (A)"])
+    assert 1.85 <= min(maes) < 2.3 and 2.8 < max(maes) <= 3.25          # spread over the range, not one value
+    assert len({round(m, 2) for m in maes}) == 8
+    assert GridSpec.from_mapping({"n_holes": 500, "prediction_quality": [1.9, 3.2]}).prediction_quality == (1.9, 3.2)
+    for bad in ([3.2, 1.9], [1.9, 2.5, 3.2], ["good", 3.2], [1.9, 25.0]):
+        with pytest.raises(ValueError, match="prediction_quality"):
+            GridSpec(prediction_quality=bad)
+
+
 def test_reference_values_are_the_real_split(aldolase):
     stats = grid_statistics(aldolase)
     assert {key: round(stats[key], 3) for key in REAL_TRAIN_SPLIT} == pytest.approx(REAL_TRAIN_SPLIT, abs=0.001)
