@@ -23,7 +23,8 @@ calibration fitted on simulated grids 1000-1019 at in-sample quality, cryorl's s
 planner (the calibration fitted on real outcomes), ``planner-online`` and the oracle. The training split's
 outcomes were used to fit the calibration and to tune greedy-2t: on ``proxy`` and ``real`` those two are fitted on
 the grid they are evaluated on (its predictions there are new draws or in-sample ones), on ``sim-*`` they are not.
-Each run writes ``benchmarks/reports/unseen/GRID.csv``.
+Each run writes ``benchmarks/reports/unseen/GRID.csv``, keeping the rows of agents it did not run (at the same
+number of episodes): ``--agents dqn ppo`` adds the learned agents to a grid's table.
 """
 from __future__ import annotations
 
@@ -162,7 +163,12 @@ def main() -> None:
     args = parser.parse_args()
     for grid in args.grid:
         result = run(grid, args.data, args.episodes, args.agents)
-        with atomic_path(REPORTS / f"{grid}.csv") as tmp:
+        path = REPORTS / f"{grid}.csv"
+        if path.exists():                        # keep the other agents' rows of an earlier run of this grid
+            earlier = pd.read_csv(path)
+            kept = earlier[~earlier.agent.isin(set(result.agent)) & (earlier.episodes == args.episodes)]
+            result = pd.concat([kept, result], ignore_index=True)
+        with atomic_path(path) as tmp:
             result.to_csv(tmp, index=False, float_format="%.4f")
     if args.table:
         for costs in SETTINGS:

@@ -89,6 +89,36 @@ def test_imitation_reproduces_the_planner_on_a_new_grid(loss):
     assert untrained.good_mean.iloc[0] < 0.8 * planner.good_mean.iloc[0]    # it was learned, not given
 
 
+def test_smoothed_imitation_keeps_the_planners_alternatives_for_rl():
+    """Without smoothing the policy PPO starts from is deterministic (its gradient is zero, as the 30,000 PPO steps
+    after imitation showed: approx_kl 0); with 0.1 of the target on the plan's other holes it still picks the
+    planner's hole but gives the rest of the plan about a tenth of its probability, and nothing outside the plan."""
+    from cryorl.agents.imitation import Demonstrations
+
+    def fitted(smoothing: float) -> tuple[float, float, float]:
+        torch.manual_seed(0)
+        envs = [PlannerSignals(CryoEMEnv(grid=SMALL, resample_grid=True, budget=b)) for b in (60, 180)]
+        scorer = HoleScorer(hidden=32)
+        history = imitate(scorer, envs, loss="policy", rounds=2, steps_per_round=1200, epochs=6,
+                          smoothing=smoothing, log=lambda _: None)
+        demonstrations = collect(envs, None, 300, seed=99, demonstrations=Demonstrations(0.97))
+        obs, targets = demonstrations.batch(np.arange(len(demonstrations)))
+        with torch.no_grad():
+            p = torch.softmax(scorer(obs), dim=1)
+        pick = torch.nn.functional.one_hot(targets["pick"], p.shape[1]).bool()
+        plan = obs["planner_plan"] > 0
+        alternatives = plan.sum(1) > 1                         # states whose plan has another hole to try
+        on_pick = float(p[pick][alternatives].mean())
+        off_plan = float((p * ~(plan | pick)).sum(1)[alternatives].mean())
+        return history[-1]["agreement"], on_pick, off_plan
+
+    agreement, sharp, _ = fitted(0.0)
+    assert agreement > 0.97 and sharp > 0.95
+    agreement, on_pick, off_plan = fitted(0.1)
+    assert agreement > 0.97                                    # the argmax is still the planner's hole
+    assert 0.8 < on_pick < sharp - 0.04 and off_plan < 0.02, (sharp, on_pick, off_plan)
+
+
 def test_training_starts_from_the_planner_in_both_settings(tmp_path):
     config = {"algo": "ppo", "n_timesteps": 128, "checkpoint_freq": 10_000,
               "env": {"budgets": [60, 120], "opportunity_cost": 0.7,

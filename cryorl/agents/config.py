@@ -189,8 +189,11 @@ class ImitationSettings:
     learning_rate: float = 1e-3
     margin: float = 0.5
     value_weight: float = 0.1
+    smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ConfigError(f"imitation.smoothing: a share in [0, 1), not {self.smoothing!r}")
         for name in ("rounds", "steps_per_round", "batch_size"):
             _at_least(getattr(self, name), 1, f"imitation.{name}")
         _at_least(self.epochs, 0.0, "imitation.epochs", inclusive=False)

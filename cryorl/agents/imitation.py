@@ -206,12 +206,29 @@ def collect(envs: list[gym.Env], scorer: HoleScorer | None, steps: int, *, follo
     return demonstrations
 
 
+def _soft_targets(obs: dict[str, torch.Tensor], pick: torch.Tensor, valid: torch.Tensor, smoothing: float
+                  ) -> torch.Tensor:
+    """Per state, ``1 − smoothing`` on the pick and ``smoothing`` spread over the other valid holes of the
+    planner's plan (all on the pick where the plan has no other hole)."""
+    target = torch.nn.functional.one_hot(pick, valid.shape[1]).float()
+    if smoothing <= 0.0:
+        return target
+    others = (obs["planner_plan"] > 0) & valid & (target == 0)
+    count = others.sum(dim=1, keepdim=True)
+    spread = torch.where(count > 0, others.float() / count.clamp(min=1), torch.zeros_like(target))
+    share = smoothing * (count > 0).float()
+    return (1.0 - share) * target + share * spread
+
+
 def fit(scorer: HoleScorer, demonstrations: Demonstrations, *, loss: Literal["policy", "q"], epochs: float = 2.0,
         batch_size: int = 128, learning_rate: float = 1e-3, margin: float = 0.5, value_weight: float = 0.1,
-        seed: int = 0, progress: str | None = None) -> dict[str, float]:
+        smoothing: float = 0.0, seed: int = 0, progress: str | None = None) -> dict[str, float]:
     """Fit ``scorer`` on the demonstrations (module docstring); returns the losses and the agreement with the
     planner over the last epoch's training batches (in-sample, measured before each batch's update).
-    ``progress``: the description of a progress bar of the batches (None: no bar)."""
+    ``smoothing`` (policy loss only): the share of the target spread evenly over the other holes of the planner's
+    plan, so the policy RL starts from still tries the planner's alternatives (a target on the pick alone makes it
+    deterministic: PPO's gradient is then zero). ``progress``: the description of a progress bar of the batches
+    (None: no bar)."""
     generator = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(scorer.parameters(), lr=learning_rate)
     scorer.train()
@@ -235,7 +252,7 @@ def fit(scorer: HoleScorer, demonstrations: Demonstrations, *, loss: Literal["po
         pick = targets["pick"]
         if loss == "policy":
             logits = torch.where(valid, scores, torch.full_like(scores, -1e9))
-            imitation = torch.nn.functional.cross_entropy(logits, pick)
+            imitation = torch.nn.functional.cross_entropy(logits, _soft_targets(obs, pick, valid, smoothing))
             value_loss = torch.nn.functional.smooth_l1_loss(value.squeeze(1), targets["return"])
         else:
             q = torch.where(valid, scores, torch.full_like(scores, -1e9))
