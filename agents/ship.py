@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument("--policy", default="best", help="folder in the run: best (default) or policy")
     parser.add_argument("--label", default=None,
                         help="the policy's agent name in --summary, when it holds several learned agents")
-    parser.add_argument("--command", default="python benchmarks/agents.py --agents NAME planner greedy-local oracle "
-                                              "--sim-seeds 90001 90002 --real-tiles 1 3 5 --episodes 50")
+    parser.add_argument("--command", default="python benchmarks/agents.py --agents NAME planner greedy-local "
+                                              "greedy-2t oracle --sim-seeds 90001 90002 --episodes 50")
     args = parser.parse_args()
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name) or args.name in (".", ".."):
@@ -95,8 +95,11 @@ def main() -> None:
     policy = LearnedPolicy.load(source, name=args.name)
     run = json.loads((args.run / "run.json").read_text())
     summary = pd.read_csv(args.summary)
-    labels = [a for a in summary.agent.unique() if a not in ("random", "predict-rank", "greedy-local", "snowball",
-                                                             "planner", "oracle")]
+    import cryorl.agents  # noqa: F401  (registers every policy)
+    from cryorl.agents.registry import policy_names
+
+    rules = set(policy_names()) - {"dqn", "ppo"}                       # the registered rules and planners
+    labels = [a for a in summary.agent.unique() if a not in rules]
     if args.label is not None:
         if args.label not in labels:
             raise SystemExit(f"{args.summary}: no learned agent {args.label!r} (it has {labels})")
