@@ -6,9 +6,10 @@ With the shipped hyper-parameters (agents/hyperparams/ALGO.yml; held-out evaluat
 
 - imitation: labelled steps per second while DAgger collects from the training grids (planner signals included)
   and while it fits the network (steps of data per second of fitting, 1 epoch);
-- RL: environment steps per second while SB3 learns, with the copies of the environment in this process
-  (`dummy`) or in subprocesses (`subproc`). DQN's first `learning_starts` steps only fill its replay buffer; the
-  rate is reported with and without them.
+- RL: environment steps per second while SB3 learns (rollouts and updates, no held-out evaluation), with the
+  copies of the environment in this process (`dummy`) or in subprocesses (`subproc`). DQN's first
+  `learning_starts` steps only fill its replay buffer; its rate is reported with and without them. PPO's
+  `--timesteps` is rounded up to whole rollouts (3,072 steps with the shipped config).
 """
 from __future__ import annotations
 
@@ -41,9 +42,16 @@ def imitation_rates(config: TrainingConfig, steps: int) -> dict:
 
 
 def rl_rate(config: TrainingConfig, timesteps: int, vec_env: str) -> dict:
-    config = replace(config, env=replace(config.env, vec_env=vec_env), imitation=None,
-                     eval=replace(config.eval, freq=10**9), checkpoint_freq=10**9)
-    warmup = int(config.hyperparameters.get("learning_starts", 0)) if config.algo == "dqn" else 0
+    config = replace(config, env=replace(config.env, vec_env=vec_env), imitation=None,       # no held-out grid:
+                     eval=replace(config.eval, freq=10**9, grid_seeds=(), data=None), checkpoint_freq=10**9)
+    if config.algo != "dqn":                                # PPO learns in whole rollouts from its first step
+        quiet = {"progress_bar": False, "log": lambda *_: None}
+        with tempfile.TemporaryDirectory() as run_dir:
+            started = time.perf_counter()
+            train(config, Path(run_dir) / "full", timesteps=timesteps, **quiet)
+            full = time.perf_counter() - started
+        return {f"RL ({vec_env}): steps/s whole run": timesteps / full}
+    warmup = int(config.hyperparameters.get("learning_starts", 0))
     quiet = {"progress_bar": False, "log": lambda *_: None}
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()

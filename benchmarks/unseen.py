@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import PlannerPolicy, evaluate_policy, make_policy, summarize
@@ -160,7 +161,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real Aldolase training split")
     parser.add_argument("--table", action="store_true", help="print the table of every saved grid")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for one decision)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     for grid in args.grid:
         result = run(grid, args.data, args.episodes, args.agents)
         path = REPORTS / f"{grid}.csv"

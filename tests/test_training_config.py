@@ -81,3 +81,23 @@ def test_random_budget_resets_once_per_episode_and_reproduces_its_draws():
     first, resets = draws(3)
     assert resets == 12 and len(set(first)) > 1
     assert draws(3)[0] == first and draws(4)[0] != first
+
+
+def test_a_short_run_evaluates_on_a_scaled_down_held_out_set():
+    """A run of --timesteps below the config's evaluates on the first validation grid with episodes scaled to the
+    run (at least 2), and says so; a full run keeps the config's evaluation."""
+    from dataclasses import replace
+
+    from cryorl.agents.training import eval_for_run
+
+    config = load_config(HYPERPARAMS_DIR / "ppo.yml")
+    assert config.eval.grid_seeds == (80001, 80002) and config.eval.episodes == 10
+    full, note = eval_for_run(config, config.n_timesteps)
+    assert full.eval == config.eval and note == ""
+    short, note = eval_for_run(config, 2000)
+    assert short.eval.grid_seeds == (80001,) and short.eval.episodes == 2
+    assert note == " (scaled to --timesteps 2,000 of the config's 30,000)"
+    half, _ = eval_for_run(config, 15000)
+    assert half.eval.episodes == 5
+    tiny = replace(config, eval=replace(config.eval, grid_seeds=(80001,), episodes=2))
+    assert eval_for_run(tiny, 100) == (tiny, "")

@@ -82,7 +82,8 @@ class LearnedPolicy(Policy):
     def act(self, observation, action_mask) -> int:
         if not all(key in observation for key in SIGNAL_KEYS):
             observation = self.signals.observe(observation)
-        scores = self.scorer(observation_to_tensors(observation))[0].numpy()
+        with torch.inference_mode():                        # no autograd graph: a decision only reads the scores
+            scores = self.scorer(observation_to_tensors(observation))[0].numpy()
         scores = np.where(np.asarray(action_mask) > 0, scores, -np.inf)
         return int(np.argmax(scores))
 

@@ -43,7 +43,7 @@ from cryorl.synth import GridSpec, simulate_atlas
 
 __all__ = ["train_agent", "RandomBudget", "OpportunityCost", "load_config", "TrainingConfig", "training_env_fns",
            "make_training_env", "make_eval_atlases", "EvalGoodExposures", "train", "real_part", "imitation_for_run",
-           "rl_steps", "IMITATION_FLOOR"]
+           "rl_steps", "eval_for_run", "IMITATION_FLOOR"]
 
 
 class RandomBudget(gym.Wrapper):
@@ -423,6 +423,19 @@ def train(config: TrainingConfig | dict[str, Any], run_dir: str | os.PathLike, *
                       progress_bar=progress_bar, name=name, log=log)
 
 
+def eval_for_run(config: TrainingConfig, timesteps: int) -> tuple[TrainingConfig, str]:
+    """The config with its held-out evaluation scaled to a run shorter than ``n_timesteps`` (as the imitation is):
+    the first simulated grid only, ``episodes`` scaled by ``timesteps / n_timesteps`` (at least 2); and the words
+    that say so ("" for a full run)."""
+    settings = config.eval
+    if timesteps >= config.n_timesteps or (len(settings.grid_seeds) <= 1 and settings.episodes <= 2):
+        return config, ""
+    episodes = max(2, min(settings.episodes, -(-settings.episodes * timesteps // config.n_timesteps)))
+    scaled = replace(settings, grid_seeds=tuple(settings.grid_seeds[:1]), episodes=episodes)
+    return replace(config, eval=scaled), f" (scaled to --timesteps {timesteps:,} of the config's " \
+                                         f"{config.n_timesteps:,})"
+
+
 def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int | None,
            imitation_steps: int | None, progress_bar: bool, name: str | None, log) -> LearnedPolicy:
     from sb3_contrib import MaskablePPO
@@ -435,6 +448,7 @@ def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int |
     set_random_seed(seed)
     fns = training_env_fns(config.env)                               # real sources are loaded here, once
     venv = make_training_env(config.env, seed, fns)
+    config, eval_note = eval_for_run(config, total)
     eval_atlases = make_eval_atlases(config.eval)
     cls = MaskedDQN if config.algo == "dqn" else MaskablePPO
     model = _resume(cls, run_dir / "checkpoints", venv, str(run_dir / "tb"), config.algo == "dqn", log)
@@ -451,7 +465,7 @@ def _train(config: TrainingConfig, run_dir: Path, *, seed: int, timesteps: int |
     if remaining and eval_atlases:
         log(f"evaluation: {name} and the planner on {len(eval_atlases)} held-out grid(s), {config.eval.episodes} "
             f"episodes at {config.eval.budget:g} min, before RL and every {config.eval.freq:,} steps of each "
-            "environment")
+            f"environment{eval_note}")
     log(rl_line)
     started = time.time()
     evaluation = EvalGoodExposures(config, run_dir, eval_atlases, name, log, progress=progress_bar)
