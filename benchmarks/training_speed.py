@@ -41,28 +41,24 @@ def imitation_rates(config: TrainingConfig, steps: int) -> dict:
             "imitation: fit steps/s": len(demonstrations) / fitted}
 
 
+def _seconds_to_train(config: TrainingConfig, timesteps: int) -> float:
+    """Wall seconds of a quiet `train` run of ``timesteps`` RL steps in a throw-away folder."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        started = time.perf_counter()
+        train(config, Path(run_dir) / "run", timesteps=timesteps, progress_bar=False, log=lambda *_: None)
+        return time.perf_counter() - started
+
+
 def rl_rate(config: TrainingConfig, timesteps: int, vec_env: str) -> dict:
     config = replace(config, env=replace(config.env, vec_env=vec_env), imitation=None,       # no held-out grid:
                      eval=replace(config.eval, freq=10**9, grid_seeds=(), data=None), checkpoint_freq=10**9)
-    if config.algo != "dqn":                                # PPO learns in whole rollouts from its first step
-        quiet = {"progress_bar": False, "log": lambda *_: None}
-        with tempfile.TemporaryDirectory() as run_dir:
-            started = time.perf_counter()
-            train(config, Path(run_dir) / "full", timesteps=timesteps, **quiet)
-            full = time.perf_counter() - started
-        return {f"RL ({vec_env}): steps/s whole run": timesteps / full}
-    warmup = int(config.hyperparameters.get("learning_starts", 0))
-    quiet = {"progress_bar": False, "log": lambda *_: None}
-    with tempfile.TemporaryDirectory() as run_dir:
-        started = time.perf_counter()
-        train(config, Path(run_dir) / "warmup", timesteps=max(warmup, 1), **quiet)
-        warm = time.perf_counter() - started
-        started = time.perf_counter()
-        train(config, Path(run_dir) / "full", timesteps=timesteps, **quiet)
-        full = time.perf_counter() - started
-    learning = (full - warm) / max(timesteps - warmup, 1)
-    return {f"RL ({vec_env}): steps/s whole run": timesteps / full,
-            f"RL ({vec_env}): steps/s learning phase": 1.0 / learning if learning > 0 else float("nan")}
+    full = _seconds_to_train(config, timesteps)
+    rates = {f"RL ({vec_env}): steps/s whole run": timesteps / full}
+    if config.algo == "dqn":                       # PPO learns in whole rollouts from its first step: no warm-up
+        warmup = int(config.hyperparameters.get("learning_starts", 0))
+        learning = (full - _seconds_to_train(config, max(warmup, 1))) / max(timesteps - warmup, 1)
+        rates[f"RL ({vec_env}): steps/s learning phase"] = 1.0 / learning if learning > 0 else float("nan")
+    return rates
 
 
 def main() -> None:

@@ -71,7 +71,6 @@ def neighbour_information(atlas: Atlas, calibration: Calibration | None = None, 
     square = np.unique(atlas.square[measured], return_inverse=True)[1]
     patch_rest, square_rest = leave_one_out_mean(residual, patch), leave_one_out_mean(residual, square)
     with_neighbours, _ = _fit(np.column_stack([z, patch_rest, square_rest]), good)
-    spread = residual.std() * patch_rest.std()
-    r = float(np.mean((residual - residual.mean()) * (patch_rest - patch_rest.mean())) / spread) if spread else 0.0
+    r = float(np.corrcoef(residual, patch_rest)[0, 1]) if residual.std() * patch_rest.std() > 0 else 0.0
     return {"holes": float(len(measured)), "calibrated": calibrated, "recalibrated": recalibrated,
             "with_neighbours": with_neighbours, "gain": recalibrated - with_neighbours, "patch_residual_r": r}
