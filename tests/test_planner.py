@@ -116,3 +116,26 @@ def test_calibration_files_and_classifier_probabilities(tmp_path):
     with pytest.raises(ValueError, match="not classifier probabilities"):
         Calibration.fit_atlases([classifier])
     assert make_policy("planner").name == "planner"
+
+
+def near_and_far(far_patches: int = 10) -> Atlas:
+    """Tile A: the start hole (patch a0, 9 Å) and patch a1 (25 holes predicted 3.6 Å, p ≈ 0.92). Tile B, 8 minutes
+    away: ``far_patches`` patches of 20 holes predicted 3.0 Å (p ≈ 0.95), far more than a short session can take."""
+    patch = np.repeat(np.arange(2 + far_patches), [1, 25] + [20] * far_patches)
+    tile = np.where(patch < 2, 0, 1)
+    n = len(patch)
+    predicted = np.select([patch == 0, patch == 1], [9.0, 3.6], 3.0)
+    return Atlas(names=np.array([f"h{i}" for i in range(n)]), tile=tile, square=tile.copy(), patch=patch,
+                 x=np.zeros(n), y=np.zeros(n), true_ctf=np.full(n, 4.0), predicted_ctf=predicted,
+                 tile_names=("A", "B"), square_names=("A1", "B1"),
+                 patch_names=tuple(f"p{i}" for i in range(2 + far_patches)))
+
+
+def test_a_far_tile_is_valued_by_what_fits_in_the_time_left():
+    # 30 minutes: a1 (2-min entry, 25 holes: 26 min) earns 25 × 0.92 ≈ 22.9; tile B (8-min entry) only 22 × 0.95 ≈
+    # 20.9. Valued whole (200 holes, a rate near 0.95 per hole) tile B would outbid a1 at the price that fills the
+    # time; valued by the 22 minutes that fit after its entry, it does not
+    assert 1 <= first_move(PlannerPolicy(PLAIN), near_and_far(), 30) < 26
+    # with a single far patch, a1 (26 min) and all of B (8 + 19 min) fit in 60 minutes: the tour starts where the
+    # microscope is
+    assert 1 <= first_move(PlannerPolicy(PLAIN), near_and_far(1), 60) < 26
