@@ -141,7 +141,10 @@ def table(costs: str = "cryorl-2023") -> str:
         agents = rows[~rows.agent.isin(["oracle", "top-k"])]
         best = agents.groupby("budget").good_mean.max()
         reference = rows[rows.agent == "greedy-2t"].set_index("budget").good_mean
-        for agent, agent_rows in rows.groupby("agent", sort=False):
+        order = [*AGENTS[:-1], "dqn", "ppo", "oracle", "top-k"]         # rules, planners, learned, bounds
+        groups = sorted(rows.groupby("agent", sort=False), key=lambda group: order.index(group[0])
+                        if group[0] in order else len(order))
+        for agent, agent_rows in groups:
             cells = []
             for _, row in agent_rows.iterrows():
                 cell = f"{row.good_mean:.1f} ± {row.good_std:.1f}" if agent != "top-k" else f"{row.good_mean:.1f}"
