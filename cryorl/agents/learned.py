@@ -78,12 +78,11 @@ class LearnedPolicy(Policy):
                     extra_ok=True)
         self.signals.reset(env)
 
-    @torch.inference_mode()
+    @torch.inference_mode()                                # no autograd graph: a decision only reads scores
     def act(self, observation, action_mask) -> int:
         if not all(key in observation for key in SIGNAL_KEYS):
             observation = self.signals.observe(observation)
-        with torch.inference_mode():                        # no autograd graph: a decision only reads the scores
-            scores = self.scorer(observation_to_tensors(observation))[0].numpy()
+        scores = self.scorer(observation_to_tensors(observation))[0].numpy()
         scores = np.where(np.asarray(action_mask) > 0, scores, -np.inf)
         return int(np.argmax(scores))
 
