@@ -68,6 +68,22 @@ def test_the_plan_fills_the_time_left_and_its_price_falls_with_more_time():
     assert prices[0] >= prices[1] >= prices[2] > 0 and prices[0] > prices[2]    # time is dearer when short
 
 
+def test_where_the_price_search_starts_does_not_change_the_plan():
+    # the last decision's price only says where to look first: near the answer, far below or above it, or none
+    atlas = simulate_atlas(3)
+    env = CryoEMEnv(atlas, budget=240)
+    env.reset(seed=0)
+    planner = PlannerPolicy()
+    planner.reset(env)
+    valid = ~np.asarray(env.visited)
+    for minutes in (30, 120, 480):
+        (fits, high), (over, low) = planner.plan(planner.p, valid, minutes)
+        for guess in (high, low * (1 - 1e-4), high * 1.01, high * 0.3, high * 5.0, 1e-9):
+            (fits_g, high_g), (over_g, low_g) = planner.plan(planner.p, valid, minutes, guess=guess)
+            assert (high_g, low_g) == (high, low) and (fits_g[-1], over_g[-1]) == (fits[-1], over[-1])
+            assert all(np.array_equal(a, b) for a, b in zip(fits_g[0], fits[0]))      # the same patches chosen
+
+
 def test_last_move_goes_to_the_most_probable_hole_anywhere():
     atlas = two_tiles(mediocre=5.8)
     env = CryoEMEnv(atlas, budget=1.5)

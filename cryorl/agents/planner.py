@@ -90,6 +90,7 @@ class PlannerPolicy(GridPolicy):
         self._grid = OnlineCalibration(calibration, atlas) if self.online else None
         self._good = atlas.is_good(env.threshold)
         self._measured = -1
+        self._price: float | None = None             # the last decision's price: where the next search starts
         self.patch_square = np.zeros(atlas.n_patches, np.int64)
         self.patch_square[atlas.patch] = atlas.square
         self.square_tile = np.zeros(atlas.n_squares, np.int64)
@@ -101,15 +102,18 @@ class PlannerPolicy(GridPolicy):
         self._square_in_tile[np.arange(atlas.n_squares), self.square_tile] = 1.0
 
     # ------------------------------------------------------------------------------------------ the plan
-    def _plan_at(self, price: float, p: np.ndarray, valid: np.ndarray, here: tuple[int, int, int],
-                 time_left: float):
-        """The plan under a price of a minute: per patch/square/tile whether it is chosen, its expected good
-        exposures and minutes, and the plan's total minutes."""
-        take = valid & (p >= price * self.costs[0])
-        k = np.bincount(self.patch, take, self.n_patches)[None]
-        gain = np.bincount(self.patch, p * take, self.n_patches)[None]
-        *levels, total = self._choose(np.array([[price]]), k, gain, here, time_left)
-        return (*(tuple(a[0] for a in level) for level in levels), float(total[0]))
+    def _plans_at(self, prices: list[float], p: np.ndarray, valid: np.ndarray, here: tuple[int, int, int],
+                  time_left: float) -> list[tuple]:
+        """The plan under each price of a minute in ``prices``: per patch/square/tile whether it is chosen, its
+        expected good exposures and minutes, and the plan's total minutes."""
+        bars = np.asarray(prices, dtype=float)[:, None] * self.costs[0]
+        take = valid & (p >= bars)                                               # (prices, holes)
+        rows = (np.arange(len(bars))[:, None] * self.n_patches + self.patch).ravel()
+        size = len(bars) * self.n_patches
+        k = np.bincount(rows, take.ravel(), size).reshape(len(bars), -1)
+        gain = np.bincount(rows, (p * take).ravel(), size).reshape(len(bars), -1)
+        *levels, total = self._choose(bars / self.costs[0], k, gain, here, time_left)
+        return [(*(tuple(a[row] for a in level) for level in levels), float(total[row])) for row in range(len(bars))]
 
     def _choose(self, price: np.ndarray, k: np.ndarray, gain: np.ndarray, here: tuple[int, int, int],
                 time_left: float):
@@ -150,36 +154,54 @@ class PlannerPolicy(GridPolicy):
         return (patch_on, gain, minutes), (square_on, square_gain, square_minutes), \
             (tile_on, tile_gain, tile_minutes), (tile_minutes * tile_on).sum(axis=1)
 
-    def plan(self, p: np.ndarray, valid: np.ndarray, time_left: float, here: tuple[int, int, int] | None = None):
+    def plan(self, p: np.ndarray, valid: np.ndarray, time_left: float, here: tuple[int, int, int] | None = None,
+             guess: float | None = None):
         """The plans for ``time_left`` minutes around the price of a minute at which they fill the time: the plan
         that fits (the lowest price whose plan fits) and the plan just past it (the highest price whose plan runs
-        over), each as ``(plan, price)`` (:meth:`_plan_at`). Holes divide the time finely but entering a patch,
-        square or tile does not, so the two can differ by a far, good patch that does not fit whole."""
+        over), each as ``(plan, price)`` (:meth:`_plans_at`). Holes divide the time finely but entering a patch,
+        square or tile does not, so the two can differ by a far, good patch that does not fit whole.
+
+        Prices are searched on a lattice of ``2**bisection_steps`` steps up to the best hole's, 64 at a time (one
+        vectorized :meth:`_totals` each). ``guess`` (the last decision's price: it rarely moves far between moves)
+        only changes where the search looks first: the first round tries the lattice points around it, 64 steps
+        apart. That window holds the answer in 87-89 % of the plans on the 2022 and 2023 proxies (two rounds
+        instead of four; a miss takes five); the result is the lattice's either way."""
         if here is None:
             c = self.env.current_hole
             here = (int(self.patch[c]), int(self.square[c]), int(self.tile[c]))
-        low, high = 0.0, float(p[valid].max(initial=0.0)) / self.costs[0] + _EPS
-        fractions = np.arange(0, 64) / 64.0                          # the first round also tries ``low`` itself
-        for round_ in range(-(-self.bisection_steps // 6)):          # 64-ary search: 6 bisection steps a round
-            prices = low + (high - low) * fractions
-            totals = self._totals(prices, p, valid, here, time_left)
-            if round_ == 0:
-                if totals[0] <= time_left:                           # everything worth anything fits
-                    everything = self._plan_at(low, p, valid, here, time_left)
-                    return (everything, low), (everything, low)
-                prices, totals, fractions = prices[1:], totals[1:], fractions[1:]
+        top = float(p[valid].max(initial=0.0)) / self.costs[0] + _EPS
+        cells = 1 << self.bisection_steps
+        lo, hi = 0, cells                                 # the price at ``lo`` runs over; at ``top`` nothing is taken
+        if guess is not None and 0.0 < guess < top:
+            centre = int(round(guess / top * cells))
+            points = np.unique(np.clip(centre + 64 * np.arange(-31, 33), 1, cells - 1))
+        else:
+            points = np.arange(-(-cells // 64), cells, -(-cells // 64))
+        points = np.concatenate([[0], points])            # the first round also tries price 0: does everything fit?
+        while True:
+            totals = self._totals(points * (top / cells), p, valid, here, time_left)
+            if points[0] == 0:
+                if totals[0] <= time_left:                                   # everything worth anything fits
+                    everything = self._plans_at([0.0], p, valid, here, time_left)[0]
+                    return (everything, 0.0), (everything, 0.0)
+                points, totals = points[1:], totals[1:]
             fit = np.flatnonzero(totals <= time_left)
             if len(fit):
-                high = float(prices[fit[0]])
-                low = float(prices[fit[0] - 1]) if fit[0] > 0 else low
+                hi = int(points[fit[0]])
+                lo = int(points[fit[0] - 1]) if fit[0] > 0 else lo
             else:
-                low = float(prices[-1])
-        return (self._plan_at(high, p, valid, here, time_left), high), \
-            (self._plan_at(low, p, valid, here, time_left), low)
+                lo = int(points[-1])
+            if hi - lo <= 1:
+                break
+            step = -(-(hi - lo) // 64)
+            points = np.arange(lo + step, hi, step)
+        fit_price, over_price = hi * (top / cells), lo * (top / cells)
+        fits, over = self._plans_at([fit_price, over_price], p, valid, here, time_left)
+        return (fits, fit_price), (over, over_price)
 
     def _totals(self, prices: np.ndarray, p: np.ndarray, valid: np.ndarray, here: tuple[int, int, int],
                 time_left: float):
-        """The plan's total minutes at each of several ascending prices at once (:meth:`_plan_at`, vectorized:
+        """The plan's total minutes at each of several ascending prices at once (:meth:`_plans_at`, vectorized:
         a hole is taken at the prices whose bar ``price·c_hole`` it clears, counted per patch in one pass)."""
         k_prices = len(prices)
         probabilities, patches = p[valid], self.patch[valid]
@@ -216,7 +238,8 @@ class PlannerPolicy(GridPolicy):
         move = self.move_costs()
         if time_left < self.costs[0]:                                # the last move: it earns wherever it goes
             return Decision(self._rank(-p, valid, move), np.zeros(self.n, bool), np.inf)
-        (fits, fit_price), (over, over_price) = self.plan(p, valid, time_left)
+        (fits, fit_price), (over, over_price) = self.plan(p, valid, time_left, guess=self._price)
+        self._price = fit_price
         first = self._next_patch(*fits[:3])
         second = self._next_patch(*over[:3])
         plan, price = (over, over_price) if second >= 0 else (fits, fit_price)
@@ -250,7 +273,7 @@ class PlannerPolicy(GridPolicy):
         rest = valid.copy()
         rest[holes[:k]] = False
         here = (patch, int(self.patch_square[patch]), int(self.square_tile[self.patch_square[patch]]))
-        (fits, _), _ = self.plan(p, rest, time_left - minutes, here)
+        (fits, _), _ = self.plan(p, rest, time_left - minutes, here, guess=price)
         tiles = fits[2]
         return gain + float((tiles[1] * tiles[0]).sum())
 
