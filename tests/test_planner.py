@@ -69,7 +69,8 @@ def test_the_plan_fills_the_time_left_and_its_price_falls_with_more_time():
 
 
 def test_where_the_price_search_starts_does_not_change_the_plan():
-    # the last decision's price only says where to look first: near the answer, far below or above it, or none
+    # the last decision's price only says where to look first (near the answer, far below or above it, or none):
+    # where the plan's minutes fall as the price rises, as on this grid, the plan is the same
     atlas = simulate_atlas(3)
     env = CryoEMEnv(atlas, budget=240)
     env.reset(seed=0)

@@ -165,7 +165,13 @@ class PlannerPolicy(GridPolicy):
         vectorized :meth:`_totals` each). ``guess`` (the last decision's price: it rarely moves far between moves)
         only changes where the search looks first: the first round tries the lattice points around it, 64 steps
         apart. That window holds the answer in 87-89 % of the plans on the 2022 and 2023 proxies (two rounds
-        instead of four; a miss takes five); the result is the lattice's either way."""
+        instead of four; a miss takes five). Where the plan's minutes fall as the price rises, the answer does not
+        depend on where the search starts. Valuing a far lump by what fits can make them rise again over a narrow
+        range (a lump a little too long, valued by its best part, is chosen once a higher price trims its worst
+        holes); where two prices fill the time, the search returns the one it meets first, so a guess keeps the
+        plan near the last decision's. On the 50 starts of the 2022 proxy this changed one state, reached in 4
+        episodes at 360 min (149.8 → 149.2 good exposures there; every other budget and grid within ±0.2, the
+        20-start robustness grids within ±0.7)."""
         if here is None:
             c = self.env.current_hole
             here = (int(self.patch[c]), int(self.square[c]), int(self.tile[c]))
