@@ -106,14 +106,14 @@ class PlannerPolicy(GridPolicy):
                   time_left: float) -> list[tuple]:
         """The plan under each price of a minute in ``prices``: per patch/square/tile whether it is chosen, its
         expected good exposures and minutes, and the plan's total minutes."""
-        bars = np.asarray(prices, dtype=float)[:, None] * self.costs[0]
-        take = valid & (p >= bars)                                               # (prices, holes)
-        rows = (np.arange(len(bars))[:, None] * self.n_patches + self.patch).ravel()
-        size = len(bars) * self.n_patches
-        k = np.bincount(rows, take.ravel(), size).reshape(len(bars), -1)
-        gain = np.bincount(rows, (p * take).ravel(), size).reshape(len(bars), -1)
-        *levels, total = self._choose(bars / self.costs[0], k, gain, here, time_left)
-        return [(*(tuple(a[row] for a in level) for level in levels), float(total[row])) for row in range(len(bars))]
+        price = np.asarray(prices, dtype=float)[:, None]
+        take = valid & (p >= price * self.costs[0])                              # (prices, holes)
+        rows = (np.arange(len(price))[:, None] * self.n_patches + self.patch).ravel()
+        size = len(price) * self.n_patches
+        k = np.bincount(rows, take.ravel(), size).reshape(len(price), -1)
+        gain = np.bincount(rows, (p * take).ravel(), size).reshape(len(price), -1)
+        *levels, total = self._choose(price, k, gain, here, time_left)
+        return [(*(tuple(a[row] for a in level) for level in levels), float(total[row])) for row in range(len(price))]
 
     def _choose(self, price: np.ndarray, k: np.ndarray, gain: np.ndarray, here: tuple[int, int, int],
                 time_left: float):
