@@ -281,18 +281,22 @@ def test_the_docs_list_every_key_of_the_schema():
 
 
 def test_each_level_s_group_statistics_count_the_holes_of_that_tile_square_and_patch():
-    # two states of one episode, batched, on a padded grid: each hole's tile/square/patch columns are the counts of
-    # its own group (levels summed in one scatter must not mix, nor batch rows, nor padding)
+    # two states of one episode and one of another grid (more groups, fewer holes), batched and padded: each hole's
+    # tile/square/patch columns are the counts of its own group (levels summed in one table must not mix, nor batch
+    # rows, nor grids whose ids end elsewhere, nor padding)
     env = PlannerSignals(_small_env())
     states = [env.reset(seed=0)[0]]
     for _ in range(6):
         states.append(env.step(int(np.argmax(states[-1]["planner_pick"])))[0])
-    batch = observation_to_tensors({key: np.stack([states[0][key], states[-1][key]]) for key in states[0]})
+    other = PlannerSignals(CryoEMEnv(simulate_atlas(11, n_holes=90, n_patches=14, n_squares=4, n_tiles=3), budget=60, max_holes=130))
+    rows = [(states[0], env), (states[-1], env), (other.reset(seed=1)[0], other)]
+    batch = observation_to_tensors({key: np.stack([state[key] for state, _ in rows]) for key in states[0]})
     assert (states[-1]["visited"] > 0).sum() >= (states[0]["visited"] > 0).sum() + 6     # the rows differ
     features = hole_features(batch).numpy()
-    atlas, n = env.unwrapped.atlas, len(env.unwrapped.atlas)
     column = {name: i for i, name in enumerate(HOLE_FEATURE_NAMES)}
-    for row, state in enumerate((states[0], states[-1])):
+    for row, (state, source) in enumerate(rows):
+        atlas = source.unwrapped.atlas
+        n = len(atlas)
         visited = state["visited"][:n] > 0
         for level, ids in (("tile", atlas.tile), ("square", atlas.square), ("patch", atlas.patch)):
             unvisited = np.bincount(ids, ~visited)[ids]
@@ -301,4 +305,4 @@ def test_each_level_s_group_statistics_count_the_holes_of_that_tile_square_and_p
                                        rtol=1e-6)
             np.testing.assert_allclose(features[row, :n, column[f"{level}_log_exposed"]], np.log1p(exposed),
                                        rtol=1e-6)
-    assert not features[:, n:].any()                                     # padded rows are 0
+        assert not features[row, n:].any()                               # padded rows are 0

@@ -31,6 +31,9 @@ __all__ = ["HoleScorer", "hole_features", "N_HOLE_FEATURES", "HOLE_FEATURE_NAMES
 
 _LEVELS = ("tile", "square", "patch")
 """The columns of ``hierarchy``, in order."""
+_GROUP_COLUMNS = ("log_predicted_good", "log_unvisited", "predicted_good_fraction", "measured_good_rate",
+                  "log_exposed", "mean_margin", "log_expected_good")
+"""The statistics of a hole's tile, square and patch (:class:`HoleInputs`), in order."""
 
 
 def observation_to_tensors(observation: dict, device: str | torch.device = "cpu",
@@ -59,7 +62,7 @@ class HoleInputs:
         threshold, costs = obs["threshold"], obs["costs"]                               # (B, 1), (B, 4)
         self.probability = obs["predicted_good"]
         self.ids = ids = obs["hierarchy"].long()                                        # (B, M, 3)
-        m = pred.shape[1]
+        batch, m = pred.shape
         current_ids = (ids * self.current.unsqueeze(-1).long()).sum(dim=1, keepdim=True)  # (B, 1, 3)
         self.same = same = (ids == current_ids).float()                                 # tile, square, patch
         self.level = switch_level(same[..., 2] > 0, same[..., 1] > 0, same[..., 0] > 0, where=torch.where)
@@ -74,23 +77,32 @@ class HoleInputs:
         measured_good = (meas <= threshold).float() * exposed
         stats = torch.stack([self.unvisited, self.predicted_good, exposed, measured_good,
                              self.margin * self.unvisited, self.probability * self.unvisited], dim=-1)  # (B, M, 6)
-        # per level (tile, square, patch), each hole's group sums: unvisited, predicted good, exposed, measured
-        # good, margin of the unvisited, expected good. One scatter and one gather serve the three levels: level
-        # l's groups are rows l·M … l·M + M − 1 (an id is below M, the number of holes).
-        levels = len(_LEVELS)
-        index = (ids + torch.arange(levels, device=ids.device) * m).transpose(1, 2).reshape(ids.shape[0], -1)
-        index = index.unsqueeze(-1).expand(-1, -1, stats.shape[-1])                     # (B, 3M, 6)
-        sums = torch.zeros_like(index, dtype=stats.dtype).scatter_add_(1, index, stats.repeat(1, levels, 1))
-        self.group_sums = [level.unbind(-1) for level in sums.gather(1, index).split(m, dim=1)]
+        # The group table: one row per (grid, level, id), sized by the largest id of each level (ids are below M;
+        # a grid's groups are usually far fewer than its holes). Each hole adds its stats to its tile's, square's
+        # and patch's rows in one index_add; the group columns are computed on the table and gathered per hole.
+        sizes = ids.amax(dim=(0, 1)) + 1                                                # (3,)
+        groups = int(sizes.sum())
+        offsets = torch.cumsum(sizes, 0) - sizes
+        self.group_index = index = ids + offsets + torch.arange(batch, device=ids.device).view(batch, 1, 1) * groups  # (B, M, 3)
+        flat = index.reshape(-1)
+        self.group_table = stats.new_zeros(batch * groups, stats.shape[-1]).index_add_(
+            0, flat, stats.unsqueeze(2).expand(-1, -1, len(_LEVELS), -1).reshape(-1, stats.shape[-1]))
+        n_unvisited, n_good, n_exposed, n_measured_good, margin_sum, expected_good = self.group_table.unbind(-1)
+        columns = torch.stack([torch.log1p(n_good), torch.log1p(n_unvisited), n_good / (n_unvisited + 1.0),
+                               (n_measured_good + 1.0) / (n_exposed + 2.0), torch.log1p(n_exposed),
+                               margin_sum / (n_unvisited + 1.0), torch.log1p(expected_good)], dim=-1)
+        self.group_columns = columns.index_select(0, flat).view(batch, m, len(_LEVELS), len(_GROUP_COLUMNS))
+        self.n_good_patch = n_good.index_select(0, index[..., 2].reshape(-1)).view(batch, m)
 
 
 @dataclass(frozen=True)
 class FeatureBlock:
-    """Input columns computed together: their names and ``compute(inputs) -> one (B, M) tensor per column``."""
+    """Input columns computed together: their names and ``compute(inputs) ->`` one (B, M) tensor per column, or one
+    (B, M, columns) tensor."""
 
     name: str
     columns: tuple[str, ...]
-    compute: Callable[[HoleInputs], list[torch.Tensor]]
+    compute: Callable[[HoleInputs], list[torch.Tensor] | torch.Tensor]
 
 
 def _hole_columns(x: HoleInputs) -> list[torch.Tensor]:
@@ -102,16 +114,9 @@ def _switch_columns(x: HoleInputs) -> list[torch.Tensor]:
     return list(nn.functional.one_hot(x.level, len(SWITCH_LEVELS)).float().unbind(-1))
 
 
-_GROUP_COLUMNS = ("log_predicted_good", "log_unvisited", "predicted_good_fraction", "measured_good_rate",
-                  "log_exposed", "mean_margin", "log_expected_good")
-
-
-def _group_columns(level_index: int) -> Callable[[HoleInputs], list[torch.Tensor]]:
-    def compute(x: HoleInputs) -> list[torch.Tensor]:
-        n_unvisited, n_good, n_exposed, n_measured_good, margin_sum, expected_good = x.group_sums[level_index]
-        return [torch.log1p(n_good), torch.log1p(n_unvisited), n_good / (n_unvisited + 1.0),
-                (n_measured_good + 1.0) / (n_exposed + 2.0), torch.log1p(n_exposed), margin_sum / (n_unvisited + 1.0),
-                torch.log1p(expected_good)]
+def _group_columns(level_index: int) -> Callable[[HoleInputs], torch.Tensor]:
+    def compute(x: HoleInputs) -> torch.Tensor:
+        return x.group_columns[:, :, level_index]
     return compute
 
 
@@ -123,11 +128,12 @@ def _signal_columns(x: HoleInputs) -> list[torch.Tensor]:
 def _greedy_local_columns(x: HoleInputs) -> list[torch.Tensor]:
     """Per hole: gap to its patch's best unvisited prediction (0 for the best), log of its patch's predicted-good
     holes per minute of travel, that rate relative to the best patch's, and whether greedy-local would pick it."""
-    margin, unvisited, patch_ids = x.margin, x.unvisited, x.ids[..., 2]
-    n_good_patch = x.group_sums[2][1]
+    margin, unvisited, n_good_patch = x.margin, x.unvisited, x.n_good_patch
+    patch = x.group_index[..., 2].reshape(-1)
     negative = torch.full_like(margin, -1e4)
     candidate = torch.where(unvisited > 0, margin, negative)
-    best = negative.scatter_reduce(1, patch_ids, candidate, reduce="amax", include_self=True).gather(1, patch_ids)
+    best = margin.new_full((x.group_table.shape[0],), -1e4).scatter_reduce(
+        0, patch, candidate.reshape(-1), reduce="amax", include_self=True).index_select(0, patch).view_as(margin)
     gap = torch.where(unvisited > 0, (margin - best).clamp(min=-4.0), torch.zeros_like(margin))
     rate = n_good_patch / x.move
     best_rate = torch.where(x.predicted_good > 0, rate, torch.zeros_like(rate)).amax(dim=1, keepdim=True)
@@ -170,15 +176,15 @@ def hole_features(obs: dict[str, torch.Tensor],
         raise KeyError(f"the observation lacks {', '.join(missing)}: the learned agents read the planner's signals "
                        "(wrap the environment in cryorl.agents.signals.PlannerSignals)")
     inputs = HoleInputs(obs)
-    columns = []
+    parts = []
     for block in blocks:
         values = block.compute(inputs)
-        if len(values) != len(block.columns):
-            raise ValueError(f"feature block {block.name!r} computed {len(values)} columns but names "
+        part = values if isinstance(values, torch.Tensor) else torch.stack(values, dim=-1)
+        if part.shape[-1] != len(block.columns):
+            raise ValueError(f"feature block {block.name!r} computed {part.shape[-1]} columns but names "
                              f"{len(block.columns)}")
-        columns += values
-    # stacked column by column (contiguous writes; twice as fast as stacking on the last axis), seen as (B, M, F)
-    return (torch.stack(columns, dim=1) * inputs.hole.unsqueeze(1)).transpose(1, 2)
+        parts.append(part)
+    return torch.cat(parts, dim=-1) * inputs.hole.unsqueeze(-1)
 
 
 class HoleScorer(nn.Module):
