@@ -288,7 +288,8 @@ def test_each_level_s_group_statistics_count_the_holes_of_that_tile_square_and_p
     states = [env.reset(seed=0)[0]]
     for _ in range(6):
         states.append(env.step(int(np.argmax(states[-1]["planner_pick"])))[0])
-    other = PlannerSignals(CryoEMEnv(simulate_atlas(11, n_holes=90, n_patches=14, n_squares=4, n_tiles=3), budget=60, max_holes=130))
+    other_grid = simulate_atlas(11, n_holes=90, n_patches=14, n_squares=4, n_tiles=3)
+    other = PlannerSignals(CryoEMEnv(other_grid, budget=60, max_holes=130))
     rows = [(states[0], env), (states[-1], env), (other.reset(seed=1)[0], other)]
     batch = observation_to_tensors({key: np.stack([state[key] for state, _ in rows]) for key in states[0]})
     assert (states[-1]["visited"] > 0).sum() >= (states[0]["visited"] > 0).sum() + 6     # the rows differ

@@ -20,8 +20,12 @@ REAL_TRAIN_SPLIT = {
     "good eta2 within patch": 0.487, "good eta2 within square": 0.401, "CTF eta2 within patch": 0.364,
     "CTF eta2 within square": 0.223, "fraction of squares mostly bad (<10% good)": 0.333,
     "prediction MAE (A)": 1.966, "prediction Pearson r": 0.711, "prediction Spearman rho": 0.785,
-    "prediction accuracy at 6 A": 0.866,
+    "prediction accuracy at 6 A": 0.866, "prediction eta2 within patch": 0.578, "prediction eta2 within square": 0.484,
 }
+NOT_MATCHED = {"prediction eta2 within patch": (0.3, 0.6), "prediction eta2 within square": (0.3, 0.6)}
+"""Statistics the simulator is known to miss, with the range of simulated / real it shows (README, The simulated
+grid): its image model reads each hole alone, the real regressor the ice around it. A retuned simulator fails the
+test below until they move to the matched ones."""
 
 
 def test_default_grid_has_the_real_session_shape():
@@ -38,8 +42,11 @@ def test_statistics_match_the_real_split_on_average():
     stats = pd.DataFrame([grid_statistics(simulate_atlas(seed, prediction_quality="in-sample"))
                           for seed in range(8)]).mean()
     off = {key: round(stats[key] / real, 2) for key, real in REAL_TRAIN_SPLIT.items()
-           if not 0.8 <= stats[key] / real <= 1.2}
+           if not 0.8 <= stats[key] / real <= 1.2 and key not in NOT_MATCHED}
     assert not off, f"simulated / real outside 0.8-1.2: {off}"
+    known = {key: round(stats[key] / REAL_TRAIN_SPLIT[key], 2) for key, (low, high) in NOT_MATCHED.items()
+             if not low <= stats[key] / REAL_TRAIN_SPLIT[key] <= high}
+    assert not known, f"simulated / real of the known misses moved: {known}"
 
 
 def test_default_predictions_have_unseen_quality_and_the_same_truth():

@@ -83,7 +83,8 @@ class HoleInputs:
         sizes = ids.amax(dim=(0, 1)) + 1                                                # (3,)
         groups = int(sizes.sum())
         offsets = torch.cumsum(sizes, 0) - sizes
-        self.group_index = index = ids + offsets + torch.arange(batch, device=ids.device).view(batch, 1, 1) * groups  # (B, M, 3)
+        grid_offsets = torch.arange(batch, device=ids.device).view(batch, 1, 1) * groups
+        self.group_index = index = ids + offsets + grid_offsets                        # (B, M, 3): table rows
         flat = index.reshape(-1)
         self.group_table = stats.new_zeros(batch * groups, stats.shape[-1]).index_add_(
             0, flat, stats.unsqueeze(2).expand(-1, -1, len(_LEVELS), -1).reshape(-1, stats.shape[-1]))
