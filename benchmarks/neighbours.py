@@ -3,7 +3,8 @@
     python benchmarks/neighbours.py            # ~10 s; writes benchmarks/reports/neighbours.csv
 
 For each grid (the names of benchmarks/unseen.py: the real split in-sample, its unseen-quality proxy at three
-degradation seeds and at MAE 3.2 Å, simulated grids 90001-90003 at unseen and in-sample quality), on its measured
+degradation seeds and at MAE 3.2 Å, simulated grids 90001-90003 at unseen and in-sample quality, and the same grids
+with an image model that reads its patch, ``cryorl.synth.CONTEXT_IMAGE_MODEL``), on its measured
 holes: the log-loss of the shipped calibration, of the calibration recalibrated on the grid itself (bias and
 slope), and of that plus the mean residual of every other hole of the patch and of the square
 (`cryorl.measured_neighbours.neighbour_information`). The last is fitted on the grid it is scored on, as if every
@@ -14,12 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cryorl import load_cryorl_dataset, simulate_atlas
+from cryorl.atlas import MAX_FEATURE_CTF
 from cryorl.fileio import atomic_path
+from cryorl.gridstats import eta_squared
 from cryorl.measured_neighbours import neighbour_information
 from cryorl.prediction_quality import prediction_metrics, with_prediction_quality
+from cryorl.synth import CONTEXT_IMAGE_MODEL
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 REPORT = Path(__file__).resolve().parent / "reports" / "neighbours.csv"
@@ -34,6 +39,10 @@ def grids(data: Path):
     for seed in (90001, 90002, 90003):
         yield f"sim-{seed} (unseen)", simulate_atlas(seed)
         yield f"sim-{seed} (in-sample)", simulate_atlas(seed, prediction_quality="in-sample")
+    for seed in (90001, 90002, 90003):                 # an image model that reads its patch, as the real one does
+        yield f"simctx-{seed} (unseen)", simulate_atlas(seed, **CONTEXT_IMAGE_MODEL)
+        yield f"simctx-{seed} (in-sample)", simulate_atlas(seed, prediction_quality="in-sample",
+                                                          **CONTEXT_IMAGE_MODEL)
 
 
 def main() -> None:
@@ -43,16 +52,20 @@ def main() -> None:
     rows = []
     for name, atlas in grids(args.data):
         quality = prediction_metrics(atlas.predicted_ctf, atlas.true_ctf)
+        measured = np.isfinite(atlas.true_ctf)
+        clustering = eta_squared(np.minimum(atlas.predicted_ctf[measured], MAX_FEATURE_CTF), atlas.patch[measured])
         rows.append({"grid": name, "mae": quality["mae"], "pearson_r": quality["pearson_r"],
-                     **neighbour_information(atlas)})
+                     "prediction_eta2_patch": clustering, **neighbour_information(atlas)})
     frame = pd.DataFrame(rows)
     with atomic_path(REPORT) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.4f")
-    print("| grid | MAE | r | calibrated | recalibrated | with every neighbour | gain | patch residual r |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| grid | MAE | r | predictions' η² within patch | calibrated | recalibrated | with every neighbour | gain "
+          "| patch residual r |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in frame.itertuples():
-        print(f"| {row.grid} | {row.mae:.2f} | {row.pearson_r:.2f} | {row.calibrated:.3f} | {row.recalibrated:.3f} | "
-              f"{row.with_neighbours:.3f} | {row.gain:.3f} | {row.patch_residual_r:.2f} |")
+        print(f"| {row.grid} | {row.mae:.2f} | {row.pearson_r:.2f} | {row.prediction_eta2_patch:.2f} | "
+              f"{row.calibrated:.3f} | {row.recalibrated:.3f} | {row.with_neighbours:.3f} | {row.gain:.3f} | "
+              f"{row.patch_residual_r:.2f} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ Grids (cryorl-2023 costs, budgets 120 / 240 / 480 min, episode i starting from r
 - ``real``: the training split with its published, in-sample predictions;
 - ``sim-SEED``: the simulated grid of that seed at the default, unseen quality, as `cryorl evaluate --grid-seed
   SEED` (``sim-SEED-MAE``: at that MAE; ``sim-SEED-in-sample``). Seeds 90001-90003 are used for no fit and no
-  tuning.
+  tuning;
+- ``simctx-SEED``: the same grid and truth with an image model whose predictions cluster by patch as the real
+  regressor's do (``cryorl.synth.CONTEXT_IMAGE_MODEL``; README, The simulated grid), then degraded the same way;
+  an experiment, not the default.
 
 Agents: greedy-local, greedy-2t (shipped thresholds), the planner before issue 20 (``planner-before``: the
 calibration fitted on simulated grids 1000-1019 at in-sample quality, cryorl's shipped one until then), the
@@ -43,6 +46,7 @@ from cryorl.calibration import default_calibration, fit_on_simulated_grids
 from cryorl.fileio import atomic_path
 from cryorl.prediction_quality import prediction_metrics, write_degraded_split
 from cryorl.quality import as_classifier
+from cryorl.synth import CONTEXT_IMAGE_MODEL
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 REPORTS = Path(__file__).resolve().parent / "reports" / "unseen"
@@ -62,10 +66,11 @@ def load_grid(name: str, data: Path):
         with tempfile.TemporaryDirectory() as folder:
             write_degraded_split(data, folder, "train", quality, seed=0)
             return load_cryorl_dataset(folder, "train")
-    if parts[0] == "sim" and len(parts) >= 2:
+    if parts[0] in ("sim", "simctx") and len(parts) >= 2:
         quality = parts[2] if len(parts) > 2 else "unseen"
-        return simulate_atlas(int(parts[1]), prediction_quality=quality)
-    raise ValueError(f"unknown grid {name!r}: proxy[-MAE], real, sim-SEED[-MAE|-in-sample]")
+        context = CONTEXT_IMAGE_MODEL if parts[0] == "simctx" else {}
+        return simulate_atlas(int(parts[1]), prediction_quality=quality, **context)
+    raise ValueError(f"unknown grid {name!r}: proxy[-MAE], real, sim[ctx]-SEED[-MAE|-in-sample]")
 
 
 def policy(agent: str):

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from cryorl.gridstats import grid_statistics
-from cryorl.synth import GridSpec, simulate_atlas, simulate_hole_table
+from cryorl.synth import CONTEXT_IMAGE_MODEL, GridSpec, simulate_atlas, simulate_hole_table
 
 
 def test_same_seed_same_grid():
@@ -21,6 +21,7 @@ REAL_TRAIN_SPLIT = {
     "CTF eta2 within square": 0.223, "fraction of squares mostly bad (<10% good)": 0.333,
     "prediction MAE (A)": 1.966, "prediction Pearson r": 0.711, "prediction Spearman rho": 0.785,
     "prediction accuracy at 6 A": 0.866, "prediction eta2 within patch": 0.578, "prediction eta2 within square": 0.484,
+    "good among the best-predicted 5 %": 0.984,
 }
 NOT_MATCHED = {"prediction eta2 within patch": (0.3, 0.6), "prediction eta2 within square": (0.3, 0.6)}
 """Statistics the simulator is known to miss, with the range of simulated / real it shows (README, The simulated
@@ -80,6 +81,26 @@ def test_a_range_of_qualities_draws_one_per_grid():
     for bad in ([3.2, 1.9], [1.9, 2.5, 3.2], ["good", 3.2], [1.9, 25.0]):
         with pytest.raises(ValueError, match="prediction_quality"):
             GridSpec(prediction_quality=bad)
+
+
+def test_an_image_model_that_reads_its_patch_gives_predictions_clustered_like_the_real_ones():
+    """CONTEXT_IMAGE_MODEL: on average the predictions cluster by patch and square as the real regressor's do, at
+    its in-sample MAE and r (each within ±20 % of the real split's), and the truth of a seed stays the same."""
+    rows = []
+    for seed in range(4):
+        alone = simulate_atlas(seed, prediction_quality="in-sample")
+        context = simulate_atlas(seed, prediction_quality="in-sample", **CONTEXT_IMAGE_MODEL)
+        np.testing.assert_array_equal(alone.true_ctf, context.true_ctf)
+        assert grid_statistics(alone)["prediction eta2 within patch"] < 0.4
+        rows.append(grid_statistics(context))
+    stats = pd.DataFrame(rows).mean()
+    keys = ("prediction eta2 within patch", "prediction eta2 within square", "prediction MAE (A)",
+            "prediction Pearson r", "prediction accuracy at 6 A")
+    off = {key: round(stats[key] / REAL_TRAIN_SPLIT[key], 2) for key in keys
+           if not 0.8 <= stats[key] / REAL_TRAIN_SPLIT[key] <= 1.2}
+    assert not off, f"simulated / real outside 0.8-1.2: {off}"
+    with pytest.raises(ValueError, match="image_patch_context must be between 0 and 1"):
+        GridSpec(image_patch_context=1.5)
 
 
 def test_reference_values_are_the_real_split(aldolase):
