@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cryorl import load_cryorl_dataset, simulate_atlas
-from cryorl.atlas import MAX_FEATURE_CTF
 from cryorl.fileio import atomic_path
-from cryorl.gridstats import eta_squared
+from cryorl.gridstats import grid_statistics
 from cryorl.measured_neighbours import neighbour_information
 from cryorl.prediction_quality import prediction_metrics, with_prediction_quality
 from cryorl.synth import CONTEXT_IMAGE_MODEL
@@ -52,8 +50,7 @@ def main() -> None:
     rows = []
     for name, atlas in grids(args.data):
         quality = prediction_metrics(atlas.predicted_ctf, atlas.true_ctf)
-        measured = np.isfinite(atlas.true_ctf)
-        clustering = eta_squared(np.minimum(atlas.predicted_ctf[measured], MAX_FEATURE_CTF), atlas.patch[measured])
+        clustering = grid_statistics(atlas)["prediction eta2 within patch"]
         rows.append({"grid": name, "mae": quality["mae"], "pearson_r": quality["pearson_r"],
                      "prediction_eta2_patch": clustering, **neighbour_information(atlas)})
     frame = pd.DataFrame(rows)

@@ -261,7 +261,7 @@ def _draw_ctf(spec: GridSpec, grid: _Hierarchy, thickness: np.ndarray, broken: n
 
 
 def _group_median(values: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Per element, the median of ``values`` over its group (groups numbered from 0, none empty)."""
+    """Per element, the median of ``values`` over its group (group numbers from 0; an unused number is skipped)."""
     order = np.lexsort((values, group))
     counts = np.bincount(group)
     starts = np.cumsum(counts) - counts

@@ -307,3 +307,5 @@ def test_each_level_s_group_statistics_count_the_holes_of_that_tile_square_and_p
             np.testing.assert_allclose(features[row, :n, column[f"{level}_log_exposed"]], np.log1p(exposed),
                                        rtol=1e-6)
         assert not features[row, n:].any()                               # padded rows are 0
+        alone = observation_to_tensors({key: state[key][None] for key in state})
+        np.testing.assert_array_equal(features[row], hole_features(alone)[0].numpy())   # every column, unbatched

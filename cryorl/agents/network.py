@@ -61,7 +61,7 @@ class HoleInputs:
         self.hole, self.visited, self.current = obs["is_hole"], obs["visited"], obs["current"]
         threshold, costs = obs["threshold"], obs["costs"]                               # (B, 1), (B, 4)
         self.probability = obs["predicted_good"]
-        self.ids = ids = obs["hierarchy"].long()                                        # (B, M, 3)
+        ids = obs["hierarchy"].long()                                                   # (B, M, 3)
         batch, m = pred.shape
         current_ids = (ids * self.current.unsqueeze(-1).long()).sum(dim=1, keepdim=True)  # (B, 1, 3)
         self.same = same = (ids == current_ids).float()                                 # tile, square, patch
@@ -80,9 +80,10 @@ class HoleInputs:
         # The group table: one row per (grid, level, id), sized by the largest id of each level (ids are below M;
         # a grid's groups are usually far fewer than its holes). Each hole adds its stats to its tile's, square's
         # and patch's rows in one index_add; the group columns are computed on the table and gathered per hole.
-        sizes = ids.amax(dim=(0, 1)) + 1                                                # (3,)
-        groups = int(sizes.sum())
-        offsets = torch.cumsum(sizes, 0) - sizes
+        # On an accelerator every id below M gets a row: reading the largest id would wait for the device.
+        sizes = (ids.amax(dim=(0, 1)) + 1).tolist() if ids.device.type == "cpu" else [m] * len(_LEVELS)
+        groups = sum(sizes)
+        offsets = torch.tensor([sum(sizes[:level]) for level in range(len(_LEVELS))], device=ids.device)
         grid_offsets = torch.arange(batch, device=ids.device).view(batch, 1, 1) * groups
         self.group_index = index = ids + offsets + grid_offsets                        # (B, M, 3): table rows
         flat = index.reshape(-1)
