@@ -104,15 +104,10 @@ class PlannerPolicy(GridPolicy):
     # ------------------------------------------------------------------------------------------ the plan
     def _plans_at(self, prices: list[float], p: np.ndarray, valid: np.ndarray, here: tuple[int, int, int],
                   time_left: float) -> list[tuple]:
-        """The plan under each price of a minute in ``prices``: per patch/square/tile whether it is chosen, its
-        expected good exposures and minutes, and the plan's total minutes."""
-        price = np.asarray(prices, dtype=float)[:, None]
-        take = valid & (p >= price * self.costs[0])                              # (prices, holes)
-        rows = (np.arange(len(price))[:, None] * self.n_patches + self.patch).ravel()
-        size = len(price) * self.n_patches
-        k = np.bincount(rows, take.ravel(), size).reshape(len(price), -1)
-        gain = np.bincount(rows, (p * take).ravel(), size).reshape(len(price), -1)
-        *levels, total = self._choose(price, k, gain, here, time_left)
+        """The plan under each of several ascending prices of a minute: per patch/square/tile whether it is chosen,
+        its expected good exposures and minutes, and the plan's total minutes."""
+        price = np.asarray(prices, dtype=float)
+        *levels, total = self._choose(price[:, None], *self._cleared(price, p, valid), here, time_left)
         return [(*(tuple(a[row] for a in level) for level in levels), float(total[row])) for row in range(len(price))]
 
     def _choose(self, price: np.ndarray, k: np.ndarray, gain: np.ndarray, here: tuple[int, int, int],
@@ -202,13 +197,17 @@ class PlannerPolicy(GridPolicy):
             step = -(-(hi - lo) // 64)
             points = np.arange(lo + step, hi, step)
         fit_price, over_price = hi * (top / cells), lo * (top / cells)
-        fits, over = self._plans_at([fit_price, over_price], p, valid, here, time_left)
+        over, fits = self._plans_at([over_price, fit_price], p, valid, here, time_left)
         return (fits, fit_price), (over, over_price)
 
     def _totals(self, prices: np.ndarray, p: np.ndarray, valid: np.ndarray, here: tuple[int, int, int],
                 time_left: float):
-        """The plan's total minutes at each of several ascending prices at once (:meth:`_plans_at`, vectorized:
-        a hole is taken at the prices whose bar ``price·c_hole`` it clears, counted per patch in one pass)."""
+        """The plan's total minutes at each of several ascending prices at once (:meth:`_plans_at`'s last item)."""
+        return self._choose(prices[:, None], *self._cleared(prices, p, valid), here, time_left)[3]
+
+    def _cleared(self, prices: np.ndarray, p: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per ascending price and patch (prices, patches): how many valid holes clear the price's bar
+        ``price·c_hole``, and their expected good exposures; every price counted in one pass."""
         k_prices = len(prices)
         probabilities, patches = p[valid], self.patch[valid]
         bars = prices * self.costs[0]
@@ -220,7 +219,7 @@ class PlannerPolicy(GridPolicy):
             per_row = np.bincount(cells, weights, size).reshape(k_prices + 1, self.n_patches).cumsum(axis=0)
             return per_row[k_prices - 1::-1]                   # (prices, patches): holes clearing each price's bar
 
-        return self._choose(prices[:, None], taken(None), taken(probabilities), here, time_left)[3]
+        return taken(None), taken(probabilities)
 
     # ------------------------------------------------------------------------------------------ acting
     def act(self, observation, action_mask) -> int:
