@@ -15,10 +15,15 @@ measures that on a grid whose outcomes are known, on its measured holes:
   (residuals of the recalibrated probabilities);
 - ``gain``: ``recalibrated − with_neighbours``.
 
-On the real Aldolase split neighbours teach little (its residuals are mostly the hole's own); on simulated grids
-they teach much more. ``python benchmarks/neighbours.py`` gives the table.
+:func:`neighbour_probabilities` gives the last two as probabilities for every hole of the grid, and
+:class:`GivenProbabilities` hands them to the planner in place of a calibration: the planner that knows all a
+grid's exposures could teach (``python benchmarks/ceilings.py``). On the real Aldolase split neighbours teach
+little (its residuals are mostly the hole's own); on simulated grids they teach much more.
+``python benchmarks/neighbours.py`` gives the log-losses.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
@@ -26,20 +31,22 @@ from scipy.optimize import minimize
 from cryorl.atlas import Atlas
 from cryorl.calibration import Calibration, default_calibration
 
-__all__ = ["neighbour_information", "leave_one_out_mean"]
+__all__ = ["neighbour_information", "neighbour_probabilities", "leave_one_out_mean", "GivenProbabilities"]
 
 
-def leave_one_out_mean(values: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Per element, the mean of ``values`` over the other elements of its group (0 for an element alone)."""
+def leave_one_out_mean(values: np.ndarray, group: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
+    """Per element, the mean of ``values`` over the other elements of its group (0 where there is none);
+    ``counted`` (a boolean per element): only those elements enter the means (every element still gets one)."""
+    counted = np.ones(len(values), bool) if counted is None else counted
+    values = np.where(counted, values, 0.0)
     sums = np.bincount(group, values)
-    counts = np.bincount(group)
-    others = counts[group] - 1
+    others = np.bincount(group, counted)[group] - counted
     return np.where(others > 0, (sums[group] - values) / np.maximum(others, 1), 0.0)
 
 
 def _fit(columns: np.ndarray, good: np.ndarray) -> tuple[float, np.ndarray]:
     """The log-loss of the maximum-likelihood logistic model on ``columns`` (a bias column is added) and its
-    log-odds."""
+    weights (the bias first)."""
     x = np.column_stack([np.ones(len(good)), columns])
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -50,27 +57,73 @@ def _fit(columns: np.ndarray, good: np.ndarray) -> tuple[float, np.ndarray]:
     start = np.zeros(x.shape[1])
     start[1] = 1.0                                                   # the calibration's log-odds as they are
     fit = minimize(loss, start, jac=True, method="BFGS")
-    return float(fit.fun), x @ fit.x
+    return float(fit.fun), fit.x
+
+
+def _log_odds(weights: np.ndarray, *columns: np.ndarray) -> np.ndarray:
+    return weights[0] + np.column_stack(columns) @ weights[1:]
+
+
+class _NeighbourFit:
+    """The grid's recalibration and its model with neighbours, fitted on ``atlas``'s measured holes; log-odds for
+    every hole."""
+
+    def __init__(self, atlas: Atlas, calibration: Calibration | None, threshold: float) -> None:
+        calibration = calibration or default_calibration(threshold)
+        self.measured = np.isfinite(atlas.true_ctf)
+        count = int(self.measured.sum())
+        if count < 10:
+            raise ValueError(f"{atlas.source or 'the grid'}: {count} measured holes; neighbour information "
+                             "needs at least 10")
+        m = self.measured
+        self.z = np.clip(calibration.log_odds(atlas), -30.0, 30.0)
+        self.good = atlas.is_good(threshold)[m].astype(float)
+        self.calibrated = float(np.mean(np.logaddexp(0.0, self.z[m]) - self.good * self.z[m]))
+        self.recalibrated, w = _fit(self.z[m, None], self.good)
+        self.z_recalibrated = _log_odds(w, self.z)
+        residual = np.zeros(len(atlas))              # what the grid's own recalibration leaves unexplained
+        residual[m] = self.good - 1.0 / (1.0 + np.exp(-self.z_recalibrated[m]))
+        self.residual = residual[m]
+        # an unmeasured neighbour teaches nothing: only measured holes enter the means
+        self.patch_rest = leave_one_out_mean(residual, atlas.patch, m)
+        self.square_rest = leave_one_out_mean(residual, atlas.square, m)
+        self.with_neighbours, w = _fit(np.column_stack([self.z, self.patch_rest, self.square_rest])[m], self.good)
+        self.z_with_neighbours = _log_odds(w, self.z, self.patch_rest, self.square_rest)
 
 
 def neighbour_information(atlas: Atlas, calibration: Calibration | None = None, threshold: float = 6.0
                           ) -> dict[str, float]:
     """Log-losses and residual correlation on ``atlas``'s measured holes (see the module docstring)."""
-    calibration = calibration or default_calibration(threshold)
-    measured = np.flatnonzero(np.isfinite(atlas.true_ctf))
-    if len(measured) < 10:
-        raise ValueError(f"{atlas.source or 'the grid'}: {len(measured)} measured holes; neighbour information "
-                         "needs at least 10")
-    z = np.clip(calibration.log_odds(atlas)[measured], -30.0, 30.0)
-    good = atlas.is_good(threshold)[measured].astype(float)
-    calibrated = float(np.mean(np.logaddexp(0.0, z) - good * z))
-    recalibrated, z_grid = _fit(z[:, None], good)
-    residual = good - 1.0 / (1.0 + np.exp(-z_grid))        # what the grid's own recalibration leaves unexplained
-    # group ids among the measured holes only: an unmeasured neighbour teaches nothing
-    patch = np.unique(atlas.patch[measured], return_inverse=True)[1]
-    square = np.unique(atlas.square[measured], return_inverse=True)[1]
-    patch_rest, square_rest = leave_one_out_mean(residual, patch), leave_one_out_mean(residual, square)
-    with_neighbours, _ = _fit(np.column_stack([z, patch_rest, square_rest]), good)
-    r = float(np.corrcoef(residual, patch_rest)[0, 1]) if residual.std() * patch_rest.std() > 0 else 0.0
-    return {"holes": float(len(measured)), "calibrated": calibrated, "recalibrated": recalibrated,
-            "with_neighbours": with_neighbours, "gain": recalibrated - with_neighbours, "patch_residual_r": r}
+    fit = _NeighbourFit(atlas, calibration, threshold)
+    patch_rest = fit.patch_rest[fit.measured]
+    r = float(np.corrcoef(fit.residual, patch_rest)[0, 1]) if fit.residual.std() * patch_rest.std() > 0 else 0.0
+    return {"holes": float(fit.measured.sum()), "calibrated": fit.calibrated, "recalibrated": fit.recalibrated,
+            "with_neighbours": fit.with_neighbours, "gain": fit.recalibrated - fit.with_neighbours,
+            "patch_residual_r": r}
+
+
+def neighbour_probabilities(atlas: Atlas, calibration: Calibration | None = None, threshold: float = 6.0
+                            ) -> dict[str, np.ndarray]:
+    """Per hole of ``atlas``, the probability that it is good under the grid's own recalibration
+    (``recalibrated``) and with the mean residual of the other measured holes of its patch and square
+    (``with_neighbours``), both fitted on the grid's measured holes (module docstring). A hole's own outcome
+    never enters its probability except through the fitted weights; an unmeasured hole gets its measured
+    neighbours' means. They know the grid's outcomes: a ceiling for benchmarks, never a policy's input."""
+    fit = _NeighbourFit(atlas, calibration, threshold)
+    return {name: 1.0 / (1.0 + np.exp(-z)) for name, z in
+            (("recalibrated", fit.z_recalibrated), ("with_neighbours", fit.z_with_neighbours))}
+
+
+@dataclass(frozen=True, eq=False)
+class GivenProbabilities:
+    """Probabilities given per hole of one grid, in place of a :class:`~cryorl.calibration.Calibration`, for
+    :class:`~cryorl.agents.PlannerPolicy` (``PlannerPolicy(GivenProbabilities(p))``): a planner on
+    :func:`neighbour_probabilities`, or on the outcomes themselves, is a ceiling (``benchmarks/ceilings.py``)."""
+
+    p: np.ndarray
+    threshold: float = 6.0
+
+    def probability_good(self, atlas: Atlas) -> np.ndarray:
+        if len(atlas) != len(self.p):
+            raise ValueError(f"{len(self.p)} given probabilities for a grid of {len(atlas)} holes")
+        return self.p
