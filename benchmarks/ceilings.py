@@ -8,10 +8,11 @@ budgets) the planner runs on four sets of probabilities:
 
 - ``planner``: the shipped calibration (what `cryorl evaluate --agent planner` does);
 - ``planner-recalibrated``: the calibration's log-odds recalibrated on the grid itself (bias and slope fitted on all
-  its outcomes): the most the online update of ``planner-online`` can reach, known from the first move;
+  its outcomes): the best log-loss the online update of ``planner-online`` can reach, known from the first move;
 - ``planner-neighbours``: that plus the mean residual of every other hole of the patch and of the square
   (`cryorl.measured_neighbours.neighbour_probabilities`): all that measured neighbours could teach, known from
-  the first move — a ceiling of learning from the grid's exposures under that model, which no policy reaches;
+  the first move — a ceiling in log-loss of learning from the grid's exposures under that model (not in good
+  exposures: a better log-loss can plan worse, and on the proxy at 480 min it does);
 - ``planner-outcomes``: the outcomes themselves (p 0.001 or 0.999): the planner's plan when nothing is uncertain.
 
 beside greedy-local, greedy-2t and the oracle. ``planner-outcomes`` against the oracle measures what the plan

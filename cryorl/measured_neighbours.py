@@ -15,10 +15,10 @@ measures that on a grid whose outcomes are known, on its measured holes:
   (residuals of the recalibrated probabilities);
 - ``gain``: ``recalibrated − with_neighbours``.
 
-:func:`neighbour_probabilities` gives the last two as probabilities for every hole of the grid, and
-:class:`GivenProbabilities` hands them to the planner in place of a calibration: the planner that knows all a
-grid's exposures could teach (``python benchmarks/ceilings.py``). On the real Aldolase split neighbours teach
-little (its residuals are mostly the hole's own); on simulated grids they teach much more.
+:func:`neighbour_probabilities` gives ``recalibrated`` and ``with_neighbours`` as probabilities for every hole
+of the grid, and :class:`GivenProbabilities` hands them to the planner in place of a calibration: the planner that
+knows all a grid's exposures could teach (``python benchmarks/ceilings.py``). On the real Aldolase split
+neighbours teach little (its residuals are mostly the hole's own); on simulated grids they teach much more.
 ``python benchmarks/neighbours.py`` gives the log-losses.
 """
 from __future__ import annotations
@@ -122,6 +122,8 @@ class GivenProbabilities:
 
     p: np.ndarray
     threshold: float = 6.0
+    source = "given probabilities"
+    online = None                                   # no prior for planner-online's update: it refuses them
 
     def probability_good(self, atlas: Atlas) -> np.ndarray:
         if len(atlas) != len(self.p):

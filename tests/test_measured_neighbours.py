@@ -11,6 +11,7 @@ from cryorl import simulate_atlas
 from cryorl.agents import PlannerPolicy, evaluate_policy, make_policy
 from cryorl.measured_neighbours import (
     GivenProbabilities,
+    _NeighbourFit,
     leave_one_out_mean,
     neighbour_information,
     neighbour_probabilities,
@@ -46,6 +47,11 @@ def test_measured_neighbours_predict_the_holes_not_measured(grid, held_out_gain,
     gain = _log_loss(known["recalibrated"][~measured], good[~measured]) - \
         _log_loss(known["with_neighbours"][~measured], good[~measured])
     assert held_out_gain[0] < gain < held_out_gain[1]
+    fit = _NeighbourFit(half, None, 6.0)               # an unmeasured hole: the mean of its measured neighbours alone
+    hole = int(np.flatnonzero(~measured)[0])
+    neighbours = measured & (atlas.patch == atlas.patch[hole])
+    residual = good - 1.0 / (1.0 + np.exp(-fit.z_recalibrated))
+    assert fit.patch_rest[hole] == pytest.approx(residual[neighbours].mean(), abs=1e-12)
 
 
 def test_the_planner_that_knows_the_outcomes_collects_what_the_oracle_does():
@@ -62,6 +68,8 @@ def test_the_planner_that_knows_the_outcomes_collects_what_the_oracle_does():
     assert guessing.good.sum() < 0.9 * knowing.good.sum()            # the outcomes were news on this grid
     with pytest.raises(ValueError, match="399 given probabilities for a grid of 400 holes"):
         GivenProbabilities(outcomes[:-1]).probability_good(atlas)
+    with pytest.raises(ValueError, match="'given probabilities' has no online prior"):
+        evaluate_policy(PlannerPolicy(GivenProbabilities(outcomes), online=True), atlas, episodes=1, budgets=(60,))
 
 
 def test_neighbours_teach_little_on_the_real_split_and_more_on_a_simulated_grid(aldolase):
