@@ -4,13 +4,14 @@
     python benchmarks/ceilings.py --table                            # the Markdown table of every grid run so far
 
 On each grid (the names of benchmarks/unseen.py; 50 starts, episode i from reset(seed=i), its setting's costs and
-budgets) the planner runs on four sets of probabilities:
+budgets) the planner runs on four sets of probabilities (the last three are `cryorl.agents.ceilings`, registered
+like the oracle: `cryorl evaluate --agent planner-neighbours ...` runs one on any grid with outcomes):
 
 - ``planner``: the shipped calibration (what `cryorl evaluate --agent planner` does);
 - ``planner-recalibrated``: the calibration's log-odds recalibrated on the grid itself (bias and slope fitted on all
   its outcomes): the best log-loss the online update of ``planner-online`` can reach, known from the first move;
 - ``planner-neighbours``: that plus the mean residual of every other hole of the patch and of the square
-  (`cryorl.measured_neighbours.neighbour_probabilities`): all that measured neighbours could teach, known from
+  (`cryorl.measured_neighbours.neighbour_probabilities`): all that measured neighbours could teach, known before
   the first move — a ceiling in log-loss of learning from the grid's exposures under that model (not in good
   exposures: a better log-loss can plan worse, and on the proxy at 480 min it does);
 - ``planner-outcomes``: the outcomes themselves (p 0.001 or 0.999): the planner's plan when nothing is uncertain.
@@ -30,29 +31,12 @@ import pandas as pd
 import torch
 from unseen import DEFAULT_DATA, SETTINGS, load_grid, setting  # benchmarks/ is on sys.path when this script runs
 
-from cryorl.agents import PlannerPolicy, evaluate_policy, make_policy, summarize
+from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.fileio import atomic_path
-from cryorl.measured_neighbours import GivenProbabilities, neighbour_probabilities
 
 REPORTS = Path(__file__).resolve().parent / "reports" / "ceilings"
 AGENTS = ("greedy-local", "greedy-2t", "planner", "planner-recalibrated", "planner-neighbours", "planner-outcomes",
           "oracle")
-
-
-def policies(atlas):
-    """The agents of the module docstring, in order."""
-    known = neighbour_probabilities(atlas)
-    known = {"planner-recalibrated": known["recalibrated"], "planner-neighbours": known["with_neighbours"],
-             "planner-outcomes": np.where(atlas.is_good(6.0), 0.999, 0.001)}
-    for agent in AGENTS:
-        if agent in known:
-            planner = PlannerPolicy(GivenProbabilities(known[agent]))
-            planner.name = agent
-            yield planner
-        elif agent == "planner":
-            yield PlannerPolicy()
-        else:
-            yield make_policy(agent, seed=0)
 
 
 def run(grid: str, data: Path, episodes: int) -> pd.DataFrame:
@@ -61,7 +45,7 @@ def run(grid: str, data: Path, episodes: int) -> pd.DataFrame:
         raise SystemExit(f"{grid}: every hole's outcome must be known for its ceilings")
     costs, rows = setting(grid), []
     print(f"{grid}: {len(atlas)} holes, {costs}", flush=True)
-    for policy in policies(atlas):
+    for policy in (make_policy(agent, seed=0) for agent in AGENTS):
         tic = time.perf_counter()
         summary = summarize(evaluate_policy(policy, atlas, episodes=episodes, seed=0, budgets=SETTINGS[costs],
                                             costs=costs))
