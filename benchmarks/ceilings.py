@@ -5,7 +5,8 @@
 
 On each grid (the names of benchmarks/unseen.py; 50 starts, episode i from reset(seed=i), its setting's costs and
 budgets) the planner runs on four sets of probabilities (the last three are `cryorl.agents.ceilings`, registered
-like the oracle: `cryorl evaluate --agent planner-neighbours ...` runs one on any grid with outcomes):
+as references the way the oracle is: `cryorl evaluate --agent planner-neighbours ... --out OUT` runs one on a grid
+whose holes' outcomes are known):
 
 - ``planner``: the shipped calibration (what `cryorl evaluate --agent planner` does);
 - ``planner-recalibrated``: the calibration's log-odds recalibrated on the grid itself (bias and slope fitted on all

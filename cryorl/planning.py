@@ -182,8 +182,11 @@ def make_plan(atlas: Atlas, agent="planner", *, budget: float, costs="cryorl-202
     (module docstring). ``start`` and the holes of ``measured`` (``(hole, CTFMaxRes)`` in acquisition order, as
     :func:`read_measured` returns) are hole names or indices into the hole order; an unknown hole is a
     :class:`PlanError`. ``stage``: stage x, y in µm per hole (:func:`cryorl.stage.read_stage_positions`)."""
-    from cryorl.agents import make_policy
+    from cryorl.agents import make_policy, policy_entries
 
+    if isinstance(agent, str) and any(e.name == agent and e.needs_truth for e in policy_entries()):
+        raise PlanError(f"agent {agent!r} reads the grid's outcomes (a reference, not an agent): a session's plan "
+                        "cannot use it; choose planner, greedy-2t or another agent")
     measured = _measured_indices(atlas, measured)
     first = _hole_index(atlas, start, "start hole") if start is not None else None
     policy = make_policy(agent) if isinstance(agent, (str, os.PathLike)) else agent

@@ -101,3 +101,6 @@ def test_too_few_measured_holes_is_one_error():
     unmeasured = dataclasses.replace(atlas, true_ctf=np.where(np.arange(200) < 5, atlas.true_ctf, np.nan))
     with pytest.raises(ValueError, match="5 measured holes"):
         neighbour_information(unmeasured)
+    for reference in ("planner-recalibrated", "planner-outcomes"):
+        with pytest.raises(ValueError, match=f"^{reference} reads the grid's outcomes, and .* has 5 measured holes"):
+            evaluate_policy(make_policy(reference), unmeasured, episodes=1, budgets=(30,))

@@ -160,6 +160,9 @@ def test_bad_measured_files_and_requests_are_refused(tmp_path, capsys):
         make_plan(atlas, budget=30, start=names[2], measured=[(2, 4.0)])
     with pytest.raises(PlanError, match="unknown start hole 'nope'"):
         make_plan(atlas, budget=30, start="nope")
+    for reference in ("oracle", "planner-outcomes"):                # they would read predictions as outcomes
+        with pytest.raises(PlanError, match=f"agent '{reference}' reads the grid's outcomes"):
+            make_plan(atlas, reference, budget=30)
     bad.write_text(f"{names[0]},4.2\nnot_a_hole,5\n")
     assert main(["plan", "--data", str(SESSION), "--split", "sample", "--budget", "20", "--measured", str(bad),
                  "--out", str(tmp_path / "p")]) != 0

@@ -1,5 +1,6 @@
-"""The planner on probabilities that read the grid's outcomes: ceilings of what a policy reading the predictions can
-collect, registered like the oracle (``needs_truth``: references that read the outcomes, not agents).
+"""The planner on probabilities that read the grid's outcomes: references for what a policy reading the predictions
+and this grid's measured exposures could collect. Registered with ``needs_truth`` as the oracle is: references,
+not agents (``cryorl plan`` refuses them).
 
 - ``planner-recalibrated``: the calibration's log-odds recalibrated (bias and slope) on the grid's own outcomes —
   the best log-loss ``planner-online``'s update can reach, known from the first move;
@@ -9,10 +10,10 @@ collect, registered like the oracle (``needs_truth``: references that read the o
 - ``planner-outcomes``: the outcomes themselves (p 0.999 for a good hole, 0.001 otherwise, unmeasured holes
   included).
 
-``cryorl evaluate --agent planner planner-neighbours planner-outcomes oracle --data DIR --split val`` measures them
-on any grid with outcomes; ``python benchmarks/ceilings.py`` on the benchmark grids. They are ceilings in
-log-loss, not in good exposures: better-calibrated probabilities can plan worse (README, At unseen prediction
-quality).
+``cryorl evaluate --agent planner planner-neighbours planner-outcomes oracle --data DIR --split val --out OUT``
+measures them on a grid whose holes' outcomes are known (at least 10 of them); ``python benchmarks/ceilings.py``
+on the benchmark grids. They are ceilings in log-loss, not in good exposures: better-calibrated probabilities can
+plan worse (README, At unseen prediction quality).
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ class CeilingPlannerPolicy(PlannerPolicy):
 
     def reset(self, env) -> None:
         atlas, threshold = env.atlas, env.threshold
+        measured = int(np.isfinite(atlas.true_ctf).sum())
+        if measured < 10:
+            raise ValueError(f"{self.name} reads the grid's outcomes, and {atlas.source or 'the grid'} has "
+                             f"{measured} measured holes (it needs at least 10)")
         if self.knows == "outcomes":
             p = np.where(atlas.is_good(threshold), 0.999, 0.001)
         else:
@@ -53,4 +58,4 @@ for _knows, _what in (("recalibrated", "the calibration recalibrated on the grid
                       ("neighbours", "the grid's recalibration and its other holes' outcomes per patch and square"),
                       ("outcomes", "the grid's outcomes themselves")):
     register_policy(f"planner-{_knows}", lambda seed, knows=_knows: CeilingPlannerPolicy(knows),
-                    f"the planner on {_what}: a ceiling, not an agent", benchmark=False, needs_truth=True)
+                    f"the planner on {_what}: a reference, not an agent", benchmark=False, needs_truth=True)
