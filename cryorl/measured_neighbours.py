@@ -31,7 +31,11 @@ from scipy.optimize import minimize
 from cryorl.atlas import Atlas
 from cryorl.calibration import Calibration, default_calibration
 
-__all__ = ["neighbour_information", "neighbour_probabilities", "leave_one_out_mean", "GivenProbabilities"]
+__all__ = ["neighbour_information", "neighbour_probabilities", "leave_one_out_mean", "GivenProbabilities",
+           "MIN_MEASURED_HOLES"]
+
+MIN_MEASURED_HOLES = 10
+"""The fewest measured holes a grid's own fits (and the ceilings built on them) are made from."""
 
 
 def leave_one_out_mean(values: np.ndarray, group: np.ndarray, counted: np.ndarray | None = None) -> np.ndarray:
@@ -72,9 +76,9 @@ class _NeighbourFit:
         calibration = calibration or default_calibration(threshold)
         self.measured = np.isfinite(atlas.true_ctf)
         count = int(self.measured.sum())
-        if count < 10:
+        if count < MIN_MEASURED_HOLES:
             raise ValueError(f"{atlas.source or 'the grid'}: {count} measured holes; neighbour information "
-                             "needs at least 10")
+                             f"needs at least {MIN_MEASURED_HOLES}")
         m = self.measured
         self.z = np.clip(calibration.log_odds(atlas), -30.0, 30.0)
         self.good = atlas.is_good(threshold)[m].astype(float)

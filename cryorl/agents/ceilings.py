@@ -21,7 +21,7 @@ import numpy as np
 
 from cryorl.agents.planner import PlannerPolicy
 from cryorl.agents.registry import register_policy
-from cryorl.measured_neighbours import GivenProbabilities, neighbour_probabilities
+from cryorl.measured_neighbours import MIN_MEASURED_HOLES, GivenProbabilities, neighbour_probabilities
 
 __all__ = ["CeilingPlannerPolicy", "KNOWLEDGE"]
 
@@ -42,9 +42,9 @@ class CeilingPlannerPolicy(PlannerPolicy):
     def reset(self, env) -> None:
         atlas, threshold = env.atlas, env.threshold
         measured = int(np.isfinite(atlas.true_ctf).sum())
-        if measured < 10:
+        if measured < MIN_MEASURED_HOLES:
             raise ValueError(f"{self.name} reads the grid's outcomes, and {atlas.source or 'the grid'} has "
-                             f"{measured} measured holes (it needs at least 10)")
+                             f"{measured} measured holes (it needs at least {MIN_MEASURED_HOLES})")
         if self.knows == "outcomes":
             p = np.where(atlas.is_good(threshold), 0.999, 0.001)
         else:
