@@ -7,8 +7,11 @@ prediction in a patch that looks good throughout. :class:`Calibration` is a logi
 threshold) on a hole's predicted score ``s`` (Å, or the CTFMaxRes-equivalent of a classifier's probability,
 :func:`cryorl.quality.predicted_quality`), the mean score of its patch and of its square, and the same three past
 the threshold (hinges ``max(x − threshold, 0)``), fitted by maximum likelihood on grids whose outcomes are known —
-never on the grid being evaluated. A classifier's probability is used as it is (it is already a probability of
-the 6 Å question).
+never on the grid being evaluated. A *shares* calibration (:data:`SHARE_FEATURES`) also reads which share of its
+patch's and of its square's holes look good (predicted at least :data:`SHARE_MARGIN` Å better than the threshold):
+a count that one badly predicted hole cannot swing as it swings a mean. It is an experiment beside the shipped one
+(``cryorl/resources/calibration-shares.json``, :func:`shares_calibration`, the ``planner-shares`` agent). A
+classifier's probability is used as it is (it is already a probability of the 6 Å question).
 
 The shipped calibration (``cryorl/resources/calibration.json``, :func:`fit_on_real_outcomes`) is fitted on real
 outcomes: the Aldolase training split with its published predictions (in-sample for the regressor, which was
@@ -39,23 +42,39 @@ from cryorl.fileio import atomic_write_text
 from cryorl.quality import CLASSIFIER_THRESHOLD, predicted_quality, probability_good
 from cryorl.resources import RESOURCES
 
-__all__ = ["Calibration", "OnlinePrior", "OnlineCalibration", "FEATURES", "DEFAULT_CALIBRATION",
-           "default_calibration", "fit_on_simulated_grids", "fit_on_real_outcomes", "online_prior",
+__all__ = ["Calibration", "OnlinePrior", "OnlineCalibration", "FEATURES", "SHARE_FEATURES", "SHARE_MARGIN",
+           "DEFAULT_CALIBRATION", "SHARES_CALIBRATION", "default_calibration", "shares_calibration",
+           "fit_on_simulated_grids", "fit_on_real_outcomes", "online_prior",
            "calibration_features", "TRAINING_QUALITIES"]
 
 DEFAULT_CALIBRATION = RESOURCES / "calibration.json"
+SHARES_CALIBRATION = RESOURCES / "calibration-shares.json"
 FEATURES = ("bias", "score", "patch mean", "square mean", "score past threshold", "patch mean past threshold",
             "square mean past threshold")
 """The calibration's inputs, in the order of :attr:`Calibration.weights` (scores in Å)."""
+SHARE_FEATURES = FEATURES + ("patch share predicted good", "square share predicted good")
+"""A shares calibration's inputs: :data:`FEATURES` and the share of the hole's patch and square predicted at least
+:data:`SHARE_MARGIN` Å better than the threshold."""
+SHARE_MARGIN = 0.5
+"""Å below the threshold a hole's prediction must be to count as looking good in :data:`SHARE_FEATURES` (5.5 Å at
+6 Å: of 4.5, 5.0, 5.5 and 6.0, the lowest log-loss on the real split at unseen quality, degradation seeds 10-19)."""
 
 
-def calibration_features(atlas: Atlas, threshold: float) -> np.ndarray:
-    """(holes, len(FEATURES)) inputs of the calibration: static, computed once per grid."""
+def calibration_features(atlas: Atlas, threshold: float, shares: bool = False) -> np.ndarray:
+    """(holes, len(FEATURES)) inputs of the calibration (``shares``: (holes, len(SHARE_FEATURES))): static,
+    computed once per grid."""
     s = predicted_quality(atlas)
-    patch_mean = (np.bincount(atlas.patch, s) / np.bincount(atlas.patch))[atlas.patch]
-    square_mean = (np.bincount(atlas.square, s) / np.bincount(atlas.square))[atlas.square]
+
+    def mean(group: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return (np.bincount(group, x) / np.bincount(group))[group]
+
+    patch_mean, square_mean = mean(atlas.patch, s), mean(atlas.square, s)
     past = [np.maximum(x - threshold, 0.0) for x in (s, patch_mean, square_mean)]
-    return np.stack([np.ones_like(s), s, patch_mean, square_mean, *past], axis=1)
+    columns = [np.ones_like(s), s, patch_mean, square_mean, *past]
+    if shares:
+        looks_good = (s <= threshold - SHARE_MARGIN).astype(np.float64)
+        columns += [mean(atlas.patch, looks_good), mean(atlas.square, looks_good)]
+    return np.stack(columns, axis=1)
 
 
 @dataclass(frozen=True)
@@ -79,8 +98,9 @@ class OnlinePrior:
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(CTFMaxRes ≤ ``threshold``) = sigmoid(features · ``weights``); see the module docstring. ``online``: the
-    prior of the online update from a grid's measured exposures (:class:`OnlineCalibration`), where fitted."""
+    """P(CTFMaxRes ≤ ``threshold``) = sigmoid(features · ``weights``); see the module docstring. The features are
+    :data:`FEATURES`, or :data:`SHARE_FEATURES` where there are as many weights as those. ``online``: the prior of
+    the online update from a grid's measured exposures (:class:`OnlineCalibration`), where fitted."""
 
     weights: tuple[float, ...]
     threshold: float = 6.0
@@ -88,24 +108,37 @@ class Calibration:
     online: OnlinePrior | None = None
 
     def __post_init__(self) -> None:
-        if len(self.weights) != len(FEATURES) or not np.all(np.isfinite(self.weights)):
-            raise ValueError(f"a calibration needs {len(FEATURES)} finite weights ({', '.join(FEATURES)}), got "
+        if len(self.weights) not in (len(FEATURES), len(SHARE_FEATURES)) or not np.all(np.isfinite(self.weights)):
+            raise ValueError(f"a calibration needs {len(FEATURES)} finite weights ({', '.join(FEATURES)}) or "
+                             f"{len(SHARE_FEATURES)} (those, {', '.join(SHARE_FEATURES[len(FEATURES):])}), got "
                              f"{list(self.weights)}")
+
+    @property
+    def shares(self) -> bool:
+        """Whether it reads the shares of the patch and square that look good (:data:`SHARE_FEATURES`)."""
+        return len(self.weights) == len(SHARE_FEATURES)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The names of its inputs, in the order of its weights."""
+        return SHARE_FEATURES if self.shares else FEATURES
 
     def log_odds(self, atlas: Atlas) -> np.ndarray:
         """Per hole, the log-odds that it is good."""
         if not atlas.has_ctf_predictions and self.threshold == CLASSIFIER_THRESHOLD:
             p = np.clip(probability_good(atlas, self.threshold), 1e-4, 1 - 1e-4)
             return np.log(p) - np.log1p(-p)
-        return calibration_features(atlas, self.threshold) @ np.asarray(self.weights)
+        return calibration_features(atlas, self.threshold, self.shares) @ np.asarray(self.weights)
 
     def probability_good(self, atlas: Atlas) -> np.ndarray:
         """Per hole, the probability that its CTFMaxRes is ≤ the threshold (a classifier's own probability as is)."""
         return 1.0 / (1.0 + np.exp(-self.log_odds(atlas)))
 
     @classmethod
-    def fit_atlases(cls, atlases: list[Atlas], threshold: float = 6.0, source: str = "") -> Calibration:
-        """Maximum-likelihood fit on the measured holes of grids with known outcomes (regressor predictions)."""
+    def fit_atlases(cls, atlases: list[Atlas], threshold: float = 6.0, source: str = "", shares: bool = False
+                    ) -> Calibration:
+        """Maximum-likelihood fit on the measured holes of grids with known outcomes (regressor predictions);
+        ``shares``: on :data:`SHARE_FEATURES`."""
         from scipy.optimize import minimize
 
         rows, good = [], []
@@ -114,7 +147,7 @@ class Calibration:
                 raise ValueError(f"{atlas.source}: a calibration is fitted on predicted CTFMaxRes values, not "
                                  "classifier probabilities (those are used as they are)")
             measured = np.isfinite(atlas.true_ctf)
-            rows.append(calibration_features(atlas, threshold)[measured])
+            rows.append(calibration_features(atlas, threshold, shares)[measured])
             good.append(atlas.is_good(threshold)[measured])
         x, y = np.concatenate(rows), np.concatenate(good).astype(np.float64)
         if len(y) < 100 or y.min() == y.max():
@@ -136,7 +169,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike) -> Path:
         data = {"format": "cryorl-calibration/2", "threshold": self.threshold, "source": self.source,
-                "features": list(FEATURES), "weights": list(self.weights)}
+                "features": list(self.features), "weights": list(self.weights)}
         if self.online is not None:
             data["online"] = {"regressor_cov": list(self.online.regressor_cov),
                               "classifier_cov": list(self.online.classifier_cov)}
@@ -149,8 +182,11 @@ class Calibration:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
-        if data.get("format") != "cryorl-calibration/2" or data.get("features") != list(FEATURES):
+        if data.get("format") != "cryorl-calibration/2" or data.get("features") not in (list(FEATURES),
+                                                                                        list(SHARE_FEATURES)):
             raise ValueError(f"{path}: not a cryorl calibration of this version (format {data.get('format')!r})")
+        if len(data.get("weights", ())) != len(data["features"]):
+            raise ValueError(f"{path}: {len(data.get('weights', ()))} weights for {len(data['features'])} features")
         online = data.get("online")
         try:
             online = OnlinePrior(tuple(online["regressor_cov"]), tuple(online["classifier_cov"])) if online else None
@@ -207,17 +243,20 @@ def _training_simulations(seeds: range, qualities) -> list[Atlas]:
 
 
 def fit_on_real_outcomes(real: Atlas, threshold: float = 6.0, qualities=FIT_QUALITIES, seed: int = 1,
-                         prior_qualities=TRAINING_QUALITIES, prior_seeds: range = PRIOR_SEEDS) -> Calibration:
+                         prior_qualities=TRAINING_QUALITIES, prior_seeds: range = PRIOR_SEEDS, shares: bool = False
+                         ) -> Calibration:
     """The shipped calibration: weights fitted on the measured outcomes of a real split with regressor
     predictions at each of ``qualities`` (its own, and unseen-quality ones: :mod:`cryorl.prediction_quality`,
     seeded), and the online prior (:func:`online_prior`) measured on the split at each of ``prior_qualities`` and
-    on simulated grids of ``prior_seeds`` cycling through them."""
+    on simulated grids of ``prior_seeds`` cycling through them. ``shares``: the shares calibration, fitted alike."""
     from cryorl.prediction_quality import with_prediction_quality
 
-    fitted = Calibration.fit_atlases([with_prediction_quality(real, q, seed) for q in qualities], threshold)
+    fitted = Calibration.fit_atlases([with_prediction_quality(real, q, seed) for q in qualities], threshold,
+                                     shares=shares)
     prior_grids = [with_prediction_quality(real, q, seed) for q in prior_qualities]
     prior = online_prior(fitted, prior_grids + _training_simulations(prior_seeds, prior_qualities))
     return Calibration(fitted.weights, float(threshold),
+                       ("shares of the patch and square; " if shares else "") +
                        f"real outcomes: {Path(real.source).name} with its predictions at "
                        f"{', '.join(map(str, qualities))} (seed {seed}); online prior from it at "
                        f"{', '.join(map(str, prior_qualities))} and simulated grids {prior_seeds.start}-"
@@ -243,6 +282,13 @@ def default_calibration(threshold: float = 6.0) -> Calibration:
     if threshold == 6.0 and DEFAULT_CALIBRATION.exists():
         return Calibration.load(DEFAULT_CALIBRATION)
     return fit_on_simulated_grids(threshold)
+
+
+@lru_cache(maxsize=1)
+def shares_calibration() -> Calibration:
+    """The shares calibration at 6 Å (:data:`SHARE_FEATURES`), fitted as the shipped one is
+    (``python benchmarks/calibration.py``)."""
+    return Calibration.load(SHARES_CALIBRATION)
 
 
 class OnlineCalibration:

@@ -28,7 +28,9 @@ microscope that would push good ones out of the time), each first stop is valued
 fits the time after it, and the better one is taken. With less than one hole move of time left, the last move
 (which still earns) goes to the most probable hole anywhere.
 
-The probabilities come from the shipped calibration (fitted on real outcomes, :mod:`cryorl.calibration`). The
+The probabilities come from the shipped calibration (fitted on real outcomes, :mod:`cryorl.calibration`);
+``planner-shares`` reads the shares calibration instead (the share of the patch's and square's holes that look
+good; the same as ``planner`` on classifier probabilities, which are used as they are). The
 ``planner-online`` variant (``online=True``) recalibrates them on the grid before every move from the exposures
 measured so far (:class:`~cryorl.calibration.OnlineCalibration`: a Bayesian update of the calibration's bias and
 slope, or a classifier's temperature, with the shipped fit as the prior). Every step is a few ``np.bincount``
@@ -42,7 +44,7 @@ import numpy as np
 
 from cryorl.agents.baselines import GridPolicy
 from cryorl.agents.registry import register_policy
-from cryorl.calibration import Calibration, OnlineCalibration, default_calibration
+from cryorl.calibration import Calibration, OnlineCalibration, default_calibration, shares_calibration
 
 __all__ = ["PlannerPolicy", "OnlinePlannerPolicy", "Decision"]
 
@@ -326,3 +328,14 @@ register_policy("planner", lambda seed: PlannerPolicy(), "the budget-aware plan 
                 "re-made before every move from calibrated probabilities")
 register_policy("planner-online", lambda seed: OnlinePlannerPolicy(), "the planner, its calibration updated from "
                 "the grid's measured exposures", benchmark=False)
+
+
+def _shares_planner() -> PlannerPolicy:
+    planner = PlannerPolicy(shares_calibration())
+    planner.name = "planner-shares"
+    return planner
+
+
+register_policy("planner-shares", lambda seed: _shares_planner(), "the planner on a calibration that also reads the "
+                "share of the hole's patch and square that looks good (regressor predictions; an experiment)",
+                benchmark=False)
