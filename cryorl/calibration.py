@@ -9,9 +9,11 @@ threshold) on a hole's predicted score ``s`` (Å, or the CTFMaxRes-equivalent of
 the threshold (hinges ``max(x − threshold, 0)``), fitted by maximum likelihood on grids whose outcomes are known —
 never on the grid being evaluated. A *shares* calibration (:data:`SHARE_FEATURES`) also reads which share of its
 patch's and of its square's holes look good (predicted at least :data:`SHARE_MARGIN` Å better than the threshold):
-a count that one badly predicted hole cannot swing as it swings a mean. It is an experiment beside the shipped one
-(``cryorl/resources/calibration-shares.json``, :func:`shares_calibration`, the ``planner-shares`` agent). A
-classifier's probability is used as it is (it is already a probability of the 6 Å question).
+a count that one badly predicted hole cannot swing as it swings a mean; for a classifier's probabilities it reads
+their log-odds and the share of the patch and of the square the classifier calls good (p ≥ 0.5,
+:data:`CLASSIFIER_SHARE_FEATURES`). It is an experiment beside the shipped one
+(``cryorl/resources/calibration-shares.json``, :func:`shares_calibration`, the ``planner-shares`` agent). The
+shipped calibration uses a classifier's probability as it is (it is already a probability of the 6 Å question).
 
 The shipped calibration (``cryorl/resources/calibration.json``, :func:`fit_on_real_outcomes`) is fitted on real
 outcomes: the Aldolase training split with its published predictions (in-sample for the regressor, which was
@@ -43,6 +45,7 @@ from cryorl.quality import CLASSIFIER_THRESHOLD, predicted_quality, probability_
 from cryorl.resources import RESOURCES
 
 __all__ = ["Calibration", "OnlinePrior", "OnlineCalibration", "FEATURES", "SHARE_FEATURES", "SHARE_MARGIN",
+           "CLASSIFIER_SHARE_FEATURES",
            "DEFAULT_CALIBRATION", "SHARES_CALIBRATION", "default_calibration", "shares_calibration",
            "fit_on_simulated_grids", "fit_on_real_outcomes", "online_prior",
            "calibration_features", "TRAINING_QUALITIES"]
@@ -60,20 +63,50 @@ SHARE_MARGIN = 0.5
 6 Å: of 4.5, 5.0, 5.5 and 6.0, the lowest log-loss on the real split at unseen quality, degradation seeds 10-19)."""
 
 
+CLASSIFIER_SHARE_FEATURES = ("bias", "log-odds", "patch share called good", "square share called good")
+"""A shares calibration's inputs for a classifier's probabilities ``p``: their log-odds and the share of the hole's
+patch and square with ``p ≥ 0.5`` (of 0.5, 0.6 and 0.7, the lowest log-loss on the real split's unseen-quality draws
+10-19 as :func:`cryorl.quality.as_classifier` probabilities)."""
+
+
+def _group_mean(group: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return (np.bincount(group, x) / np.bincount(group))[group]
+
+
+def _classifier_log_odds(atlas: Atlas) -> np.ndarray:
+    p = np.clip(probability_good(atlas, CLASSIFIER_THRESHOLD), 1e-4, 1 - 1e-4)
+    return np.log(p) - np.log1p(-p)
+
+
+def classifier_features(atlas: Atlas) -> np.ndarray:
+    """(holes, len(CLASSIFIER_SHARE_FEATURES)) inputs of a shares calibration for a classifier's probabilities."""
+    z = _classifier_log_odds(atlas)
+    called_good = (z >= 0).astype(np.float64)
+    return np.stack([np.ones_like(z), z, _group_mean(atlas.patch, called_good),
+                     _group_mean(atlas.square, called_good)], axis=1)
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood weights of ``P(y) = sigmoid(x · w)``."""
+    from scipy.optimize import minimize
+
+    def loss(w):
+        z = x @ w
+        return np.mean(np.logaddexp(0.0, z) - y * z), x.T @ (1.0 / (1.0 + np.exp(-z)) - y) / len(y)
+
+    return minimize(loss, start, jac=True, method="L-BFGS-B").x
+
+
 def calibration_features(atlas: Atlas, threshold: float, shares: bool = False) -> np.ndarray:
     """(holes, len(FEATURES)) inputs of the calibration (``shares``: (holes, len(SHARE_FEATURES))): static,
     computed once per grid."""
     s = predicted_quality(atlas)
-
-    def mean(group: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return (np.bincount(group, x) / np.bincount(group))[group]
-
-    patch_mean, square_mean = mean(atlas.patch, s), mean(atlas.square, s)
+    patch_mean, square_mean = _group_mean(atlas.patch, s), _group_mean(atlas.square, s)
     past = [np.maximum(x - threshold, 0.0) for x in (s, patch_mean, square_mean)]
     columns = [np.ones_like(s), s, patch_mean, square_mean, *past]
     if shares:
         looks_good = (s <= threshold - SHARE_MARGIN).astype(np.float64)
-        columns += [mean(atlas.patch, looks_good), mean(atlas.square, looks_good)]
+        columns += [_group_mean(atlas.patch, looks_good), _group_mean(atlas.square, looks_good)]
     return np.stack(columns, axis=1)
 
 
@@ -99,19 +132,27 @@ class OnlinePrior:
 @dataclass(frozen=True)
 class Calibration:
     """P(CTFMaxRes ≤ ``threshold``) = sigmoid(features · ``weights``); see the module docstring. The features are
-    :data:`FEATURES`, or :data:`SHARE_FEATURES` where there are as many weights as those. ``online``: the prior of
-    the online update from a grid's measured exposures (:class:`OnlineCalibration`), where fitted."""
+    :data:`FEATURES`, or :data:`SHARE_FEATURES` where there are as many weights as those; a classifier's
+    probabilities at 6 Å are used as they are, or through ``classifier_weights`` on
+    :data:`CLASSIFIER_SHARE_FEATURES` where given. ``online``: the prior of the online update from a grid's measured
+    exposures (:class:`OnlineCalibration`), where fitted."""
 
     weights: tuple[float, ...]
     threshold: float = 6.0
     source: str = ""
     online: OnlinePrior | None = None
+    classifier_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.weights) not in (len(FEATURES), len(SHARE_FEATURES)) or not np.all(np.isfinite(self.weights)):
             raise ValueError(f"a calibration needs {len(FEATURES)} finite weights ({', '.join(FEATURES)}) or "
                              f"{len(SHARE_FEATURES)} (those, {', '.join(SHARE_FEATURES[len(FEATURES):])}), got "
                              f"{list(self.weights)}")
+        if len(self.classifier_weights) not in (0, len(CLASSIFIER_SHARE_FEATURES)) or \
+                not np.all(np.isfinite(self.classifier_weights)):
+            raise ValueError(f"a calibration's classifier weights are none or {len(CLASSIFIER_SHARE_FEATURES)} "
+                             f"finite values ({', '.join(CLASSIFIER_SHARE_FEATURES)}), got "
+                             f"{list(self.classifier_weights)}")
 
     @property
     def shares(self) -> bool:
@@ -126,12 +167,14 @@ class Calibration:
     def log_odds(self, atlas: Atlas) -> np.ndarray:
         """Per hole, the log-odds that it is good."""
         if not atlas.has_ctf_predictions and self.threshold == CLASSIFIER_THRESHOLD:
-            p = np.clip(probability_good(atlas, self.threshold), 1e-4, 1 - 1e-4)
-            return np.log(p) - np.log1p(-p)
+            if self.classifier_weights:
+                return classifier_features(atlas) @ np.asarray(self.classifier_weights)
+            return _classifier_log_odds(atlas)
         return calibration_features(atlas, self.threshold, self.shares) @ np.asarray(self.weights)
 
     def probability_good(self, atlas: Atlas) -> np.ndarray:
-        """Per hole, the probability that its CTFMaxRes is ≤ the threshold (a classifier's own probability as is)."""
+        """Per hole, the probability that its CTFMaxRes is ≤ the threshold (a classifier's own probability as is,
+        unless ``classifier_weights`` recalibrate it)."""
         return 1.0 / (1.0 + np.exp(-self.log_odds(atlas)))
 
     @classmethod
@@ -139,8 +182,6 @@ class Calibration:
                     ) -> Calibration:
         """Maximum-likelihood fit on the measured holes of grids with known outcomes (regressor predictions);
         ``shares``: on :data:`SHARE_FEATURES`."""
-        from scipy.optimize import minimize
-
         rows, good = [], []
         for atlas in atlases:
             if not atlas.has_ctf_predictions:
@@ -152,13 +193,8 @@ class Calibration:
         x, y = np.concatenate(rows), np.concatenate(good).astype(np.float64)
         if len(y) < 100 or y.min() == y.max():
             raise ValueError(f"{len(y)} measured holes ({int(y.sum())} good) are too few to calibrate on")
-
-        def loss(w):
-            z = x @ w
-            return np.mean(np.logaddexp(0.0, z) - y * z), x.T @ (1.0 / (1.0 + np.exp(-z)) - y) / len(y)
-
-        result = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B")
-        return cls(tuple(round(float(w), 6) for w in result.x), float(threshold), source)
+        return cls(tuple(round(float(w), 6) for w in _logistic_fit(x, y, np.zeros(x.shape[1]))), float(threshold),
+                   source)
 
     def log_loss(self, atlas: Atlas) -> float:
         """Mean negative log-likelihood of the measured holes' outcomes (nats; lower is better)."""
@@ -170,6 +206,9 @@ class Calibration:
     def save(self, path: str | os.PathLike) -> Path:
         data = {"format": "cryorl-calibration/2", "threshold": self.threshold, "source": self.source,
                 "features": list(self.features), "weights": list(self.weights)}
+        if self.classifier_weights:
+            data["classifier_features"] = list(CLASSIFIER_SHARE_FEATURES)
+            data["classifier_weights"] = list(self.classifier_weights)
         if self.online is not None:
             data["online"] = {"regressor_cov": list(self.online.regressor_cov),
                               "classifier_cov": list(self.online.classifier_cov)}
@@ -187,12 +226,15 @@ class Calibration:
             raise ValueError(f"{path}: not a cryorl calibration of this version (format {data.get('format')!r})")
         if len(data.get("weights", ())) != len(data["features"]):
             raise ValueError(f"{path}: {len(data.get('weights', ()))} weights for {len(data['features'])} features")
+        if "classifier_weights" in data and data.get("classifier_features") != list(CLASSIFIER_SHARE_FEATURES):
+            raise ValueError(f"{path}: its classifier weights are not for {', '.join(CLASSIFIER_SHARE_FEATURES)}")
         online = data.get("online")
         try:
             online = OnlinePrior(tuple(online["regressor_cov"]), tuple(online["classifier_cov"])) if online else None
         except (KeyError, TypeError) as error:
             raise ValueError(f"{path}: its online prior lacks {error}") from None
-        return cls(tuple(data["weights"]), float(data["threshold"]), data.get("source", ""), online)
+        return cls(tuple(data["weights"]), float(data["threshold"]), data.get("source", ""), online,
+                   tuple(data.get("classifier_weights", ())))
 
 
 FIT_QUALITIES = ("in-sample", "unseen")
@@ -206,15 +248,19 @@ PRIOR_SEEDS = range(1000, 1020)
 
 def _recalibration(z: np.ndarray, good: np.ndarray) -> np.ndarray:
     """Maximum-likelihood (bias, slope) of ``sigmoid(b + a z)`` for outcomes ``good``."""
-    from scipy.optimize import minimize
+    return _logistic_fit(np.stack([np.ones_like(z), z], axis=1), good.astype(np.float64), np.array([0.0, 1.0]))
 
-    x, y = np.stack([np.ones_like(z), z], axis=1), good.astype(np.float64)
 
-    def loss(w):
-        t = x @ w
-        return np.mean(np.logaddexp(0.0, t) - y * t), x.T @ (1.0 / (1.0 + np.exp(-t)) - y) / len(y)
+def _classifier_weights(atlases: list[Atlas]) -> tuple[float, ...]:
+    """Weights on :data:`CLASSIFIER_SHARE_FEATURES` fitted on the measured holes of grids with regressor
+    predictions, turned into a classifier's probabilities (:func:`cryorl.quality.as_classifier`)."""
+    from cryorl.quality import as_classifier
 
-    return minimize(loss, np.array([0.0, 1.0]), jac=True, method="L-BFGS-B").x
+    x = np.concatenate([classifier_features(as_classifier(a))[np.isfinite(a.true_ctf)] for a in atlases])
+    y = np.concatenate([a.is_good(CLASSIFIER_THRESHOLD)[np.isfinite(a.true_ctf)] for a in atlases])
+    start = np.zeros(x.shape[1])
+    start[1] = 1.0                                                       # the classifier's own log-odds
+    return tuple(round(float(w), 6) for w in _logistic_fit(x, y.astype(np.float64), start))
 
 
 def online_prior(calibration: Calibration, grids: list[Atlas]) -> OnlinePrior:
@@ -248,11 +294,14 @@ def fit_on_real_outcomes(real: Atlas, threshold: float = 6.0, qualities=FIT_QUAL
     """The shipped calibration: weights fitted on the measured outcomes of a real split with regressor
     predictions at each of ``qualities`` (its own, and unseen-quality ones: :mod:`cryorl.prediction_quality`,
     seeded), and the online prior (:func:`online_prior`) measured on the split at each of ``prior_qualities`` and
-    on simulated grids of ``prior_seeds`` cycling through them. ``shares``: the shares calibration, fitted alike."""
+    on simulated grids of ``prior_seeds`` cycling through them. ``shares``: the shares calibration, fitted alike
+    (its classifier weights, at 6 Å, on the same grids as :func:`cryorl.quality.as_classifier` probabilities)."""
     from cryorl.prediction_quality import with_prediction_quality
 
-    fitted = Calibration.fit_atlases([with_prediction_quality(real, q, seed) for q in qualities], threshold,
-                                     shares=shares)
+    grids = [with_prediction_quality(real, q, seed) for q in qualities]
+    fitted = Calibration.fit_atlases(grids, threshold, shares=shares)
+    if shares and threshold == CLASSIFIER_THRESHOLD:
+        fitted = Calibration(fitted.weights, fitted.threshold, classifier_weights=_classifier_weights(grids))
     prior_grids = [with_prediction_quality(real, q, seed) for q in prior_qualities]
     prior = online_prior(fitted, prior_grids + _training_simulations(prior_seeds, prior_qualities))
     return Calibration(fitted.weights, float(threshold),
@@ -260,7 +309,7 @@ def fit_on_real_outcomes(real: Atlas, threshold: float = 6.0, qualities=FIT_QUAL
                        f"real outcomes: {Path(real.source).name} with its predictions at "
                        f"{', '.join(map(str, qualities))} (seed {seed}); online prior from it at "
                        f"{', '.join(map(str, prior_qualities))} and simulated grids {prior_seeds.start}-"
-                       f"{prior_seeds.stop - 1}", prior)
+                       f"{prior_seeds.stop - 1}", prior, fitted.classifier_weights)
 
 
 def fit_on_simulated_grids(threshold: float = 6.0, seeds: range = range(1000, 1020),

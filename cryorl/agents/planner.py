@@ -30,7 +30,8 @@ fits the time after it, and the better one is taken. With less than one hole mov
 
 The probabilities come from the shipped calibration (fitted on real outcomes, :mod:`cryorl.calibration`);
 ``planner-shares`` reads the shares calibration instead (the share of the patch's and square's holes that look
-good; the same as ``planner`` on classifier probabilities, which are used as they are). The
+good, and for a classifier's probabilities, which the shipped calibration uses as they are, their log-odds and the
+share of the patch and square it calls good). The
 ``planner-online`` variant (``online=True``) recalibrates them on the grid before every move from the exposures
 measured so far (:class:`~cryorl.calibration.OnlineCalibration`: a Bayesian update of the calibration's bias and
 slope, or a classifier's temperature, with the shipped fit as the prior). Every step is a few ``np.bincount``
@@ -337,5 +338,5 @@ def _shares_planner() -> PlannerPolicy:
 
 
 register_policy("planner-shares", lambda seed: _shares_planner(), "the planner on a calibration that also reads the "
-                "share of the hole's patch and square that looks good (regressor predictions; an experiment)",
+                "share of the hole's patch and square that looks good (an experiment)",
                 benchmark=False)
