@@ -27,7 +27,8 @@ planner (the calibration fitted on real outcomes), ``planner-online`` and the or
 outcomes were used to fit the calibration and to tune greedy-2t: on ``proxy`` and ``real`` those two are fitted on
 the grid they are evaluated on (its predictions there are new draws or in-sample ones), on ``sim-*`` they are not.
 Each run writes ``benchmarks/reports/unseen/GRID.csv``, keeping the rows of agents it did not run (at the same
-number of episodes): ``--agents dqn ppo`` adds the learned agents to a grid's table.
+number of episodes): ``--agents dqn ppo`` adds the learned agents to a grid's table, ``--agents planner-shares`` the
+planner on the shares calibration (an experiment, `cryorl.calibration.shares_calibration`).
 """
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def table(costs: str = "cryorl-2023") -> str:
         agents = rows[~rows.agent.isin(["oracle", "top-k"])]
         best = agents.groupby("budget").good_mean.max()
         reference = rows[rows.agent == "greedy-2t"].set_index("budget").good_mean
-        order = [*AGENTS[:-1], "dqn", "ppo", "oracle", "top-k"]         # rules, planners, learned, bounds
+        order = [*AGENTS[:-1], "planner-shares", "dqn", "ppo", "oracle", "top-k"]   # rules, planners, learned, bounds
         groups = sorted(rows.groupby("agent", sort=False), key=lambda group: order.index(group[0])
                         if group[0] in order else len(order))
         for agent, agent_rows in groups:

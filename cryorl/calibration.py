@@ -45,10 +45,9 @@ from cryorl.quality import CLASSIFIER_THRESHOLD, predicted_quality, probability_
 from cryorl.resources import RESOURCES
 
 __all__ = ["Calibration", "OnlinePrior", "OnlineCalibration", "FEATURES", "SHARE_FEATURES", "SHARE_MARGIN",
-           "CLASSIFIER_SHARE_FEATURES",
-           "DEFAULT_CALIBRATION", "SHARES_CALIBRATION", "default_calibration", "shares_calibration",
-           "fit_on_simulated_grids", "fit_on_real_outcomes", "online_prior",
-           "calibration_features", "TRAINING_QUALITIES"]
+           "CLASSIFIER_SHARE_FEATURES", "DEFAULT_CALIBRATION", "SHARES_CALIBRATION", "default_calibration",
+           "shares_calibration", "fit_on_simulated_grids", "fit_on_real_outcomes", "online_prior",
+           "calibration_features", "classifier_features", "TRAINING_QUALITIES"]
 
 DEFAULT_CALIBRATION = RESOURCES / "calibration.json"
 SHARES_CALIBRATION = RESOURCES / "calibration-shares.json"
