@@ -124,7 +124,7 @@ def main() -> None:
     if not args.check:
         shipped.save(DEFAULT_CALIBRATION)
         shares.save(SHARES_CALIBRATION)
-        print(f"\nwrote {DEFAULT_CALIBRATION} and {SHARES_CALIBRATION.name}")
+        print(f"\nwrote {DEFAULT_CALIBRATION} and {SHARES_CALIBRATION}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
 """How much the real-grid proxy's verdict depends on its one draw of unseen-quality predictions.
 
     python benchmarks/degradations.py                       # seeds 10-19, both settings (about 40 min on 2 cores)
-    python benchmarks/degradations.py --seeds 10 11 --settings cryorl-2023 --episodes 10     # a quick look
+    python benchmarks/degradations.py --seeds 10 11 --settings cryorl-2023 --episodes 10 --out /tmp/quick  # a look
     python benchmarks/degradations.py --table               # the Markdown table of every run so far
 
 The proxy of benchmarks/unseen.py is the Aldolase training split with predictions of unseen quality (MAE 2.55 Å,
 r 0.63) drawn by `cryorl.prediction_quality.degrade_predictions` with seed 0: one draw, on one grid, so a ratio of
 two agents there mixes what the agents do with which holes that draw happened to make look good. This script
 draws the predictions again with other seeds (default 10-19: seeds 1 and 2 tuned greedy-2t, seed 1 fitted the
-calibration, seed 0 is the proxy) and runs each agent on each draw, in the 2023 setting (regressor predictions,
+calibrations, seed 0 is the proxy; seeds 3-19 chose the shares calibration's two cut-offs among three and four
+values, `cryorl.calibration.SHARE_MARGIN`) and runs each agent on each draw, in the 2023 setting (regressor predictions,
 costs 1/2/6/8 min, 120 / 240 / 480 min) and the 2022 one (the same predictions as classifier probabilities, costs
 2/5/10/20 min, 120-600 min); episode i starts from reset(seed=i), as `cryorl evaluate --seed 0`.
 
-Each run writes ``benchmarks/reports/degradations/SETTING-SEED.csv``; ``--table`` gives, per setting, agent and
+Each run writes ``SETTING-SEED.csv`` in ``--out`` (default ``benchmarks/reports/degradations/``), keeping the rows
+of agents it did not run (a folder holds one number of episodes); ``--table`` gives, per setting, agent and
 budget, the mean good exposures over the draws and the ratio to greedy-2t and to greedy-local: its mean over the
 draws, its lowest and highest, and in how many draws it reaches 1.03 (the issue's margin).
 """
@@ -55,13 +57,19 @@ def run(data: Path, seed: int, costs: str, agents, episodes: int) -> pd.DataFram
     return pd.concat(rows, ignore_index=True)
 
 
-def table() -> str:
+def table(folder: Path = REPORTS) -> str:
     """Per setting, agent and budget: mean good exposures over the draws, and each reference's ratio as
     mean [lowest, highest] with the number of draws at or above the margin."""
-    paths = sorted(REPORTS.glob("*.csv"))
+    paths = sorted(folder.glob("*.csv"))
     if not paths:
-        raise SystemExit(f"no results in {REPORTS}; run it first")
+        raise SystemExit(f"no results in {folder}; run it first")
     frame = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    if frame.episodes.nunique() > 1:
+        raise SystemExit(f"{folder} mixes runs of {sorted(frame.episodes.unique())} episodes; use --out for a new one")
+    missing = {(costs, reference) for reference in REFERENCES for costs, rows in frame.groupby("setting")
+               if reference not in set(rows.agent)}
+    if missing:
+        raise SystemExit(f"{folder}: no {', '.join(f'{r} run in {c}' for c, r in sorted(missing))} to compare with")
     lines = ["| setting | agent | budget (min) | draws | good exposures (mean over draws) | × greedy-2t: mean "
              "[min, max], draws ≥ 1.03 | × greedy-local: mean [min, max], draws ≥ 1.03 |",
              "|---|---|---|---|---|---|---|"]
@@ -88,23 +96,26 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=list(AGENTS))
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real Aldolase training split")
+    parser.add_argument("--out", type=Path, default=REPORTS, help="the folder of the reports (default: %(default)s)")
     parser.add_argument("--table", action="store_true", help="print the table of every run so far")
     parser.add_argument("--run", action="store_true", help="run even with --table (the default without it)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.run or not args.table:
-        for costs in args.settings:
-            for seed in args.seeds:
-                result = run(args.data, seed, costs, args.agents, args.episodes)
-                path = REPORTS / f"{costs}-{seed}.csv"
-                if path.exists():                  # keep the other agents' rows of an earlier run of this draw
-                    earlier = pd.read_csv(path)
-                    kept = earlier[~earlier.agent.isin(set(result.agent)) & (earlier.episodes == args.episodes)]
-                    result = pd.concat([kept, result], ignore_index=True)
-                with atomic_path(path) as tmp:
-                    result.to_csv(tmp, index=False, float_format="%.4f")
+        draws = [(costs, seed, args.out / f"{costs}-{seed}.csv") for costs in args.settings for seed in args.seeds]
+        for _, _, path in draws:                   # before any run: a folder holds one number of episodes
+            if path.exists() and (pd.read_csv(path).episodes != args.episodes).any():
+                raise SystemExit(f"{path} holds runs of another number of episodes than {args.episodes}: "
+                                 "use another --out")
+        for costs, seed, path in draws:
+            result = run(args.data, seed, costs, args.agents, args.episodes)
+            if path.exists():                      # keep the other agents' rows of an earlier run of this draw
+                earlier = pd.read_csv(path)
+                result = pd.concat([earlier[~earlier.agent.isin(set(result.agent))], result], ignore_index=True)
+            with atomic_path(path) as tmp:
+                result.to_csv(tmp, index=False, float_format="%.4f")
     if args.table:
-        print(table())
+        print(table(args.out))
 
 
 if __name__ == "__main__":

@@ -42,30 +42,49 @@ def test_the_shipped_calibration_is_fitted_on_real_outcomes(aldolase):
     assert shipped.log_loss(proxy) < 0.85 * fit_on_simulated_grids(prediction_quality="in-sample").log_loss(proxy)
 
 
-def test_the_shares_calibration_ranks_an_unseen_draw_better(aldolase, tmp_path):
+def test_the_shares_calibration_rates_an_unseen_draw_better(aldolase, tmp_path):
     """The shares calibration (the share of the patch and square that looks good) is the refit of its file, and on
-    a draw of unseen-quality predictions it fitted nothing on (degradation seed 12; it was fitted on seed 1) it has
-    a lower log-loss than the shipped calibration and more good holes among the 110 it rates best (105 against 93);
-    for the same predictions as a classifier's probabilities, which the shipped calibration uses as they are, 0.383
-    nats against 0.431."""
+    a draw of unseen-quality predictions used for nothing else (degradation seed 21: it was fitted on seed 1, its two
+    cut-offs chosen on seeds 3-19) its log-loss is lower than the shipped calibration's, 0.351 against 0.368 nats;
+    for the same predictions as a classifier's probabilities, which the shipped calibration uses as they are, 0.367
+    against 0.418."""
     shares, shipped = shares_calibration(), default_calibration()
-    assert shares.features == SHARE_FEATURES and shares.source.startswith("shares") and shares.online is not None
+    assert shares.source.startswith("shares") and shares.online is not None
     refit = fit_on_real_outcomes(aldolase, shares=True)
     assert refit.weights == pytest.approx(shares.weights, abs=1e-5)
     assert refit.classifier_weights == pytest.approx(shares.classifier_weights, abs=1e-5)
     assert Calibration.load(shares.save(tmp_path / "shares.json")) == shares
     weights = dict(zip(SHARE_FEATURES, shares.weights))
     assert weights["patch share predicted good"] > 1.0                      # a patch that looks good throughout
-    draw = with_prediction_quality(aldolase, "unseen", seed=12)
-    assert shares.log_loss(draw) < shipped.log_loss(draw) - 0.01            # 0.362 against 0.384
-    good = draw.is_good()
-    top = {c.source: good[np.argsort(-c.log_odds(draw), kind="stable")[:110]].sum() for c in (shares, shipped)}
-    assert top[shares.source] >= top[shipped.source] + 5, top
+    draw = with_prediction_quality(aldolase, "unseen", seed=21)
+    assert shares.log_loss(draw) < shipped.log_loss(draw) - 0.01
     assert shares.log_loss(as_classifier(draw)) < shipped.log_loss(as_classifier(draw)) - 0.03
     with pytest.raises(ValueError, match="needs 7 finite weights .* or 9"):
         Calibration(shares.weights[:8])
     with pytest.raises(ValueError, match="classifier weights are none or 4"):
         Calibration(shares.weights, classifier_weights=(1.0, 2.0))
+    with pytest.raises(ValueError, match="recalibrate probabilities of CTFMaxRes ≤ 6 Å; this calibration is for ≤ 5"):
+        Calibration(shares.weights, 5.0, classifier_weights=shares.classifier_weights)
+    # the online update starts from the recalibrated log-odds of a classifier's probabilities
+    classifier = as_classifier(draw)
+    np.testing.assert_allclose(OnlineCalibration(shares, classifier).log_odds(), shares.log_odds(classifier))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(classifier_weights=[1.0, 2.0]), "shares.json: a calibration.s classifier weights are none"),
+    (lambda d: d.pop("classifier_weights"), "shares.json: it names classifier features but has no list of classifier"),
+    (lambda d: d.update(classifier_features=["bias"]), "shares.json: its classifier weights are not for bias, log"),
+    (lambda d: d.update(weights=d["weights"][:7]), "shares.json: 7 weights for 9 features$"),
+])
+def test_a_shares_calibration_file_that_does_not_add_up_is_refused_naming_it(tmp_path, edit, message):
+    import json
+
+    data = json.loads(shares_calibration().save(tmp_path / "shares.json").read_text())
+    edit(data)
+    (tmp_path / "shares.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as error:
+        Calibration.load(tmp_path / "shares.json")
+    assert "\n" not in str(error.value)
 
 
 def test_online_update_learns_that_a_grid_is_optimistic():

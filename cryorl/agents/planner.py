@@ -47,7 +47,7 @@ from cryorl.agents.baselines import GridPolicy
 from cryorl.agents.registry import register_policy
 from cryorl.calibration import Calibration, OnlineCalibration, default_calibration, shares_calibration
 
-__all__ = ["PlannerPolicy", "OnlinePlannerPolicy", "Decision"]
+__all__ = ["PlannerPolicy", "OnlinePlannerPolicy", "SharesPlannerPolicy", "Decision"]
 
 _EPS = 1e-6
 
@@ -88,7 +88,8 @@ class PlannerPolicy(GridPolicy):
         if calibration.threshold != env.threshold:
             raise ValueError(f"the planner's calibration is for CTFMaxRes ≤ {calibration.threshold:g} Å but the "
                              f"environment counts ≤ {env.threshold:g} Å as good; fit one for that threshold "
-                             "(cryorl.calibration.fit_on_simulated_grids)")
+                             "(cryorl.calibration.fit_on_simulated_grids, or fit_on_real_outcomes(..., threshold=T, "
+                             "shares=True) for the shares calibration)")
         self.p = calibration.probability_good(atlas)
         self._grid = OnlineCalibration(calibration, atlas) if self.online else None
         self._good = atlas.is_good(env.threshold)
@@ -331,12 +332,15 @@ register_policy("planner-online", lambda seed: OnlinePlannerPolicy(), "the plann
                 "the grid's measured exposures", benchmark=False)
 
 
-def _shares_planner() -> PlannerPolicy:
-    planner = PlannerPolicy(shares_calibration())
-    planner.name = "planner-shares"
-    return planner
+class SharesPlannerPolicy(PlannerPolicy):
+    """The planner on the shares calibration (``planner-shares``, :func:`cryorl.calibration.shares_calibration`;
+    6 Å only)."""
+
+    name = "planner-shares"
+
+    def __init__(self, bisection_steps: int = 24) -> None:
+        super().__init__(shares_calibration(), bisection_steps)
 
 
-register_policy("planner-shares", lambda seed: _shares_planner(), "the planner on a calibration that also reads the "
-                "share of the hole's patch and square that looks good (an experiment)",
-                benchmark=False)
+register_policy("planner-shares", lambda seed: SharesPlannerPolicy(), "the planner on a calibration that also reads "
+                "the share of the hole's patch and square that looks good (an experiment)", benchmark=False)
