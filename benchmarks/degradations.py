@@ -1,6 +1,6 @@
 """How much the real-grid proxy's verdict depends on its one draw of unseen-quality predictions.
 
-    python benchmarks/degradations.py                       # seeds 10-19, both settings (about 40 min on 2 cores)
+    python benchmarks/degradations.py                       # seeds 10-19, both settings (about an hour)
     python benchmarks/degradations.py --seeds 10 11 --settings cryorl-2023 --episodes 10 --out /tmp/quick  # a look
     python benchmarks/degradations.py --table               # the Markdown table of every run so far
 
