@@ -3,6 +3,9 @@
     python benchmarks/degradations.py                       # seeds 10-19, both settings (about an hour)
     python benchmarks/degradations.py --seeds 10 11 --settings cryorl-2023 --episodes 10 --out /tmp/quick  # a look
     python benchmarks/degradations.py --table               # the Markdown table of every run so far
+    python benchmarks/degradations.py --quality 3.2 --episodes 20 --settings cryorl-2023 \
+        --agents greedy-local greedy-2t planner planner-shares --out benchmarks/reports/degradations-3.2
+    python benchmarks/degradations.py --table --out benchmarks/reports/degradations-3.2
 
 The proxy of benchmarks/unseen.py is the Aldolase training split with predictions of unseen quality (MAE 2.55 Å,
 r 0.63) drawn by `cryorl.prediction_quality.degrade_predictions` with seed 0: one draw, on one grid, so a ratio of
@@ -11,12 +14,14 @@ draws the predictions again with other seeds (default 10-19: seeds 1 and 2 tuned
 calibrations, seed 0 is the proxy; seeds 3-19 chose the shares calibration's two cut-offs among three and four
 values, `cryorl.calibration.SHARE_MARGIN`) and runs each agent on each draw, in the 2023 setting (regressor predictions,
 costs 1/2/6/8 min, 120 / 240 / 480 min) and the 2022 one (the same predictions as classifier probabilities, costs
-2/5/10/20 min, 120-600 min); episode i starts from reset(seed=i), as `cryorl evaluate --seed 0`.
+2/5/10/20 min, 120-600 min); episode i starts from reset(seed=i), as `cryorl evaluate --seed 0`. ``--quality``
+draws them at another MAE instead (as `unseen.py`'s ``proxy-MAE`` grids, whose draw is seed 0's). Only an MAE above
+the split's own (1.97 Å) is drawn: a better one mixes in the truth, the same for every seed.
 
 Each run writes ``SETTING-SEED.csv`` in ``--out`` (default ``benchmarks/reports/degradations/``), keeping the rows
-of agents it did not run (a folder holds one number of episodes); ``--table`` gives, per setting, agent and
-budget, the mean good exposures over the draws and the ratio to greedy-2t and to greedy-local: its mean over the
-draws, its lowest and highest, and in how many draws it reaches 1.03 (the issue's margin).
+of agents it did not run (a folder holds one number of episodes and one prediction quality); ``--table`` gives, per
+setting, agent and budget, the mean good exposures over the draws and the ratio to greedy-2t and to greedy-local:
+its mean over the draws, its lowest and highest, and in how many draws it reaches 1.03 (the issue's margin).
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from unseen import DEFAULT_DATA, SETTINGS  # benchmarks/ is on sys.path when thi
 from cryorl import load_cryorl_dataset
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.fileio import atomic_path
-from cryorl.prediction_quality import with_prediction_quality
+from cryorl.prediction_quality import prediction_metrics, with_prediction_quality
 from cryorl.quality import as_classifier
 
 REPORTS = Path(__file__).resolve().parent / "reports" / "degradations"
@@ -40,8 +45,8 @@ REFERENCES = ("greedy-2t", "greedy-local")
 MARGIN = 1.03
 
 
-def run(data: Path, seed: int, costs: str, agents, episodes: int) -> pd.DataFrame:
-    atlas = with_prediction_quality(load_cryorl_dataset(data, "train"), "unseen", seed=seed)
+def run(data: Path, seed: int, costs: str, agents, episodes: int, quality: str | float = "unseen") -> pd.DataFrame:
+    atlas = with_prediction_quality(load_cryorl_dataset(data, "train"), quality, seed=seed)
     if costs == "cryorl-2022":
         atlas = as_classifier(atlas)
     rows = []
@@ -50,11 +55,18 @@ def run(data: Path, seed: int, costs: str, agents, episodes: int) -> pd.DataFram
         summary = summarize(evaluate_policy(make_policy(agent, seed=0), atlas, episodes=episodes, seed=0,
                                             budgets=SETTINGS[costs], costs=costs))
         summary.insert(0, "degradation_seed", seed)
+        summary.insert(0, "quality", str(quality))
         summary.insert(0, "setting", costs)
         rows.append(summary)
         print(f"  {costs} seed {seed} {agent:>14}: " + "  ".join(f"{m:6.1f}" for m in summary.good_mean)
               + f"   ({time.perf_counter() - tic:.0f} s)", flush=True)
     return pd.concat(rows, ignore_index=True)
+
+
+def qualities(frame: pd.DataFrame) -> pd.Series:
+    """Each row's prediction quality (reports written before ``--quality`` are of unseen quality)."""
+    column = frame["quality"] if "quality" in frame else pd.Series(index=frame.index, dtype=object)
+    return column.fillna("unseen").astype(str)
 
 
 def table(folder: Path = REPORTS) -> str:
@@ -64,6 +76,9 @@ def table(folder: Path = REPORTS) -> str:
     if not paths:
         raise SystemExit(f"no results in {folder}; run it first")
     frame = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    frame["quality"] = qualities(frame)
+    if frame.quality.nunique() > 1:
+        raise SystemExit(f"{folder} mixes predictions of qualities {sorted(frame.quality.unique())}; use --out")
     if frame.episodes.nunique() > 1:
         raise SystemExit(f"{folder} mixes runs of {sorted(frame.episodes.unique())} episodes; use --out for a new one")
     missing = {(costs, reference) for reference in REFERENCES for costs, rows in frame.groupby("setting")
@@ -95,20 +110,32 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--agents", nargs="+", default=list(AGENTS))
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--quality", default="unseen", type=lambda q: q if q in ("unseen", "in-sample") else float(q),
+                        help="the draws' prediction quality: unseen (MAE 2.55 Å) or an MAE in Å (default: unseen)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real Aldolase training split")
     parser.add_argument("--out", type=Path, default=REPORTS, help="the folder of the reports (default: %(default)s)")
     parser.add_argument("--table", action="store_true", help="print the table of every run so far")
     parser.add_argument("--run", action="store_true", help="run even with --table (the default without it)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if (args.run or not args.table) and isinstance(args.quality, float) and len(args.seeds) > 1:
+        split = load_cryorl_dataset(args.data, "train")
+        own = prediction_metrics(split.predicted_ctf, split.true_ctf)["mae"]
+        if args.quality <= own:
+            raise SystemExit(f"--quality {args.quality:g}: better than the split's own predictions (MAE {own:.2f} Å), "
+                             "so every seed draws the same ones; run one seed (or benchmarks/unseen.py --grid "
+                             f"proxy-{args.quality:g})")
     if args.run or not args.table:
         draws = [(costs, seed, args.out / f"{costs}-{seed}.csv") for costs in args.settings for seed in args.seeds]
         for _, _, path in draws:                   # before any run: a folder holds one number of episodes
-            if path.exists() and (pd.read_csv(path).episodes != args.episodes).any():
+            earlier = pd.read_csv(path) if path.exists() else None
+            if earlier is not None and (earlier.episodes != args.episodes).any():
                 raise SystemExit(f"{path} holds runs of another number of episodes than {args.episodes}: "
                                  "use another --out")
+            if earlier is not None and (qualities(earlier) != str(args.quality)).any():
+                raise SystemExit(f"{path} holds predictions of another quality than {args.quality}: use another --out")
         for costs, seed, path in draws:
-            result = run(args.data, seed, costs, args.agents, args.episodes)
+            result = run(args.data, seed, costs, args.agents, args.episodes, args.quality)
             if path.exists():                      # keep the other agents' rows of an earlier run of this draw
                 earlier = pd.read_csv(path)
                 result = pd.concat([earlier[~earlier.agent.isin(set(result.agent))], result], ignore_index=True)
