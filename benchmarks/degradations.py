@@ -16,7 +16,8 @@ values, `cryorl.calibration.SHARE_MARGIN`) and runs each agent on each draw, in 
 costs 1/2/6/8 min, 120 / 240 / 480 min) and the 2022 one (the same predictions as classifier probabilities, costs
 2/5/10/20 min, 120-600 min); episode i starts from reset(seed=i), as `cryorl evaluate --seed 0`. ``--quality``
 draws them at another MAE instead (as `unseen.py`'s ``proxy-MAE`` grids, whose draw is seed 0's). Only an MAE above
-the split's own (1.97 Å) is drawn: a better one mixes in the truth, the same for every seed.
+the split's own (1.97 Å) is drawn for several seeds: a better one mixes in the truth, and ``in-sample`` is the
+split's own predictions, the same for every seed.
 
 Each run writes ``SETTING-SEED.csv`` in ``--out`` (default ``benchmarks/reports/degradations/``), keeping the rows
 of agents it did not run (a folder holds one number of episodes and one prediction quality); ``--table`` gives, per
@@ -33,7 +34,7 @@ import pandas as pd
 import torch
 from unseen import DEFAULT_DATA, SETTINGS  # benchmarks/ is on sys.path when this script runs
 
-from cryorl import load_cryorl_dataset
+from cryorl import Atlas, load_cryorl_dataset
 from cryorl.agents import evaluate_policy, make_policy, summarize
 from cryorl.fileio import atomic_path
 from cryorl.prediction_quality import prediction_metrics, with_prediction_quality
@@ -45,8 +46,8 @@ REFERENCES = ("greedy-2t", "greedy-local")
 MARGIN = 1.03
 
 
-def run(data: Path, seed: int, costs: str, agents, episodes: int, quality: str | float = "unseen") -> pd.DataFrame:
-    atlas = with_prediction_quality(load_cryorl_dataset(data, "train"), quality, seed=seed)
+def run(split: Atlas, seed: int, costs: str, agents, episodes: int, quality: str | float = "unseen") -> pd.DataFrame:
+    atlas = with_prediction_quality(split, quality, seed=seed)
     if costs == "cryorl-2022":
         atlas = as_classifier(atlas)
     rows = []
@@ -118,14 +119,16 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="run even with --table (the default without it)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if (args.run or not args.table) and isinstance(args.quality, float) and len(args.seeds) > 1:
+    if args.run or not args.table:
         split = load_cryorl_dataset(args.data, "train")
         own = prediction_metrics(split.predicted_ctf, split.true_ctf)["mae"]
-        if args.quality <= own:
+        if len(args.seeds) > 1 and args.quality == "in-sample":
+            raise SystemExit("--quality in-sample: the split's own predictions, the same for every seed; run one seed "
+                             "(or benchmarks/unseen.py --grid real)")
+        if len(args.seeds) > 1 and isinstance(args.quality, float) and args.quality <= own:
             raise SystemExit(f"--quality {args.quality:g}: better than the split's own predictions (MAE {own:.2f} Å), "
                              "so every seed draws the same ones; run one seed (or benchmarks/unseen.py --grid "
                              f"proxy-{args.quality:g})")
-    if args.run or not args.table:
         draws = [(costs, seed, args.out / f"{costs}-{seed}.csv") for costs in args.settings for seed in args.seeds]
         for _, _, path in draws:                   # before any run: a folder holds one number of episodes
             earlier = pd.read_csv(path) if path.exists() else None
@@ -135,7 +138,7 @@ def main() -> None:
             if earlier is not None and (qualities(earlier) != str(args.quality)).any():
                 raise SystemExit(f"{path} holds predictions of another quality than {args.quality}: use another --out")
         for costs, seed, path in draws:
-            result = run(args.data, seed, costs, args.agents, args.episodes, args.quality)
+            result = run(split, seed, costs, args.agents, args.episodes, args.quality)
             if path.exists():                      # keep the other agents' rows of an earlier run of this draw
                 earlier = pd.read_csv(path)
                 result = pd.concat([earlier[~earlier.agent.isin(set(result.agent))], result], ignore_index=True)

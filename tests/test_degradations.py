@@ -44,3 +44,11 @@ def test_an_mae_better_than_the_splits_own_is_refused_for_many_seeds(aldolase_di
     assert "--quality 1.9: better than the split's own predictions (MAE 1.97 Å)" in refused.stderr
     assert not list(tmp_path.iterdir())
 
+
+def test_in_sample_predictions_are_refused_for_many_seeds(aldolase_dir, tmp_path):
+    """``in-sample`` is the split's own predictions: every seed would run the same grid."""
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--quality", "in-sample", "--seeds", "10", "11", "--data",
+                              str(aldolase_dir), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and refused.stderr.count("\n") == 1
+    assert "--quality in-sample: the split's own predictions, the same for every seed" in refused.stderr
+    assert not list(tmp_path.iterdir())
