@@ -1,23 +1,23 @@
 """Refit the shipped calibration (predicted CTFMaxRes → probability of a good hole) on real outcomes and check it.
 
-    python benchmarks/calibration.py            # fit, report, write cryorl/resources/calibration.json and
-                                                # calibration-shares.json (~2 min)
+    python benchmarks/calibration.py            # fit, report, write cryorl/resources/calibration.json (~2 min)
     python benchmarks/calibration.py --check    # report only
     python benchmarks/calibration.py --select   # the planner on training grids under each candidate fit (~7 min)
 
 The shipped calibration is fitted on the real Aldolase training split with its published predictions and with
 predictions of unseen quality (degradation seed 1), and its online prior on the split at MAE 1.97 (in-sample), 2.2,
 2.55 (unseen), 2.9 and 3.2 Å and on simulated grids 1000-1019 cycling through them
-(`cryorl.calibration.fit_on_real_outcomes`); the shares calibration (``planner-shares``) is fitted alike on
-`SHARE_FEATURES`. ``--select`` compares the candidate fits by what the planner (static
+(`cryorl.calibration.fit_on_real_outcomes`), on `SHARE_FEATURES`; the calibration on the patch's and square's
+means alone (shipped before, ``planner-means``) is fitted alike for comparison. ``--select`` compares the candidate
+fits on the means (the shares calibration was chosen with benchmarks/degradations.py) by what the planner (static
 and online) collects with each on training grids only — the split at in-sample and unseen quality (degradation seed
 1), simulated grids 1000-1001 at unseen and 1002 at in-sample quality, 10 starts from reset(seed=1000 + i) at
 120/240/480 min — as mean good exposures and their mean ratio to the previous calibration's. The report gives the
 log-loss (nats, lower is better) on the real split (in-sample predictions, and unseen-quality ones of degradation
 seed 0, the benchmarks' real-grid proxy — both share their outcomes with the fit) and on simulated grids never used
 for fitting (90001-90003, at in-sample and unseen quality and at MAE 1.9 and 3.2 Å) of: the shipped calibration;
-the shares calibration;
-cryorl's previous one (fitted on simulated grids 1000-1019 at in-sample quality); one fitted on simulated grids of
+the one on the means alone;
+cryorl's earlier one (fitted on simulated grids 1000-1019 at in-sample quality); one fitted on simulated grids of
 the training qualities; each grid's own fit (a floor); and the shipped one updated online from 30 and from 100
 measured holes of the grid (drawn uniformly; the log-loss is over the holes not measured, averaged over 5 draws).
 """
@@ -32,7 +32,6 @@ import pandas as pd
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.calibration import (
     DEFAULT_CALIBRATION,
-    SHARES_CALIBRATION,
     Calibration,
     OnlineCalibration,
     fit_on_real_outcomes,
@@ -68,7 +67,7 @@ def select(real) -> None:
     unseen = with_prediction_quality(real, "unseen", seed=1)
     fits = {"previous (simulated, in-sample)": fit_on_simulated_grids(prediction_quality="in-sample"),
             "real split in-sample": Calibration.fit_atlases([real]),
-            "real split in-sample + unseen (shipped)": Calibration.fit_atlases([real, unseen]),
+            "real split in-sample + unseen (means)": Calibration.fit_atlases([real, unseen]),
             "real split at 5 qualities": Calibration.fit_atlases(prior_grids[:len(TRAINING_QUALITIES)]),
             "real split at 5 qualities + simulated": Calibration.fit_atlases(prior_grids),
             "simulated at 5 qualities": fit_on_simulated_grids()}
@@ -104,8 +103,8 @@ def main() -> None:
         select(real)
         return
     shipped = fit_on_real_outcomes(real)
-    shares = fit_on_real_outcomes(real, shares=True)
-    candidates = {"shipped (real outcomes)": shipped, "shares (real outcomes)": shares,
+    means = fit_on_real_outcomes(real, shares=False)
+    candidates = {"shipped (real outcomes, shares)": shipped, "means alone (real outcomes)": means,
                   "previous (simulated, in-sample)": fit_on_simulated_grids(prediction_quality="in-sample"),
                   "simulated, training qualities": fit_on_simulated_grids()}
     grids = {"real split, in-sample": [real], "real split, unseen (proxy)": [with_prediction_quality(real, "unseen")]}
@@ -119,12 +118,11 @@ def main() -> None:
             row[f"shipped + online, {measured} measured"] = np.mean([online_loss(shipped, a, measured)
                                                                     for a in atlases])
         table[name] = row
-    print(f"{shipped}\n{shares}\n\nlog-loss (nats, lower is better; online rows: over the holes not measured)")
+    print(f"{shipped}\n{means}\n\nlog-loss (nats, lower is better; online rows: over the holes not measured)")
     print(pd.DataFrame(table).T.to_string(float_format=lambda v: f"{v:.4f}"))
     if not args.check:
         shipped.save(DEFAULT_CALIBRATION)
-        shares.save(SHARES_CALIBRATION)
-        print(f"\nwrote {DEFAULT_CALIBRATION} and {SHARES_CALIBRATION}")
+        print(f"\nwrote {DEFAULT_CALIBRATION}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ whose holes' outcomes are known):
 
 beside greedy-local, greedy-2t and the oracle. ``planner-outcomes`` against the oracle measures what the plan
 loses as a plan; ``planner-neighbours`` against ``planner``, what learning on the grid could add. Each run writes
-``benchmarks/reports/ceilings/GRID.csv``.
+``benchmarks/reports/ceilings/GRID.csv``, keeping the rows of agents it did not run (``--agents``: the agents to
+run again, e.g. the three that read the calibration after it changes).
 """
 from __future__ import annotations
 
@@ -40,13 +41,13 @@ AGENTS = ("greedy-local", "greedy-2t", "planner", "planner-recalibrated", "plann
           "oracle")
 
 
-def run(grid: str, data: Path, episodes: int) -> pd.DataFrame:
+def run(grid: str, data: Path, episodes: int, agents=AGENTS) -> pd.DataFrame:
     atlas = load_grid(grid, data)
     if not np.isfinite(atlas.true_ctf).all():
         raise SystemExit(f"{grid}: every hole's outcome must be known for its ceilings")
     costs, rows = setting(grid), []
     print(f"{grid}: {len(atlas)} holes, {costs}", flush=True)
-    for policy in (make_policy(agent, seed=0) for agent in AGENTS):
+    for policy in (make_policy(agent, seed=0) for agent in agents):
         tic = time.perf_counter()
         summary = summarize(evaluate_policy(policy, atlas, episodes=episodes, seed=0, budgets=SETTINGS[costs],
                                             costs=costs))
@@ -84,13 +85,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", nargs="*", default=[])
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=AGENTS)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real Aldolase training split")
     parser.add_argument("--table", action="store_true", help="print the table of every grid run so far")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for grid in args.grid:
-        result = run(grid, args.data, args.episodes)
-        with atomic_path(REPORTS / f"{grid}.csv") as tmp:
+        result = run(grid, args.data, args.episodes, args.agents)
+        path = REPORTS / f"{grid}.csv"
+        if path.exists():                            # keep the other agents' rows of an earlier run of this grid
+            earlier = pd.read_csv(path)
+            kept = earlier[~earlier.agent.isin(set(result.agent)) & (earlier.episodes == args.episodes)]
+            result = pd.concat([kept, result], ignore_index=True)
+        with atomic_path(path) as tmp:
             result.to_csv(tmp, index=False, float_format="%.4f")
     if args.table:
         print(table())

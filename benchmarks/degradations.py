@@ -4,7 +4,7 @@
     python benchmarks/degradations.py --seeds 10 11 --settings cryorl-2023 --episodes 10 --out /tmp/quick  # a look
     python benchmarks/degradations.py --table               # the Markdown table of every run so far
     python benchmarks/degradations.py --quality 3.2 --episodes 20 --settings cryorl-2023 \
-        --agents greedy-local greedy-2t planner planner-shares --out benchmarks/reports/degradations-3.2
+        --agents greedy-local greedy-2t planner planner-means --out benchmarks/reports/degradations-3.2
     python benchmarks/degradations.py --table --out benchmarks/reports/degradations-3.2
 
 The proxy of benchmarks/unseen.py is the Aldolase training split with predictions of unseen quality (MAE 2.55 Å,
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from unseen import DEFAULT_DATA, SETTINGS  # benchmarks/ is on sys.path when this script runs
+from unseen import DEFAULT_DATA, SETTINGS, policy  # benchmarks/ is on sys.path when this script runs
 
 from cryorl import Atlas, load_cryorl_dataset
-from cryorl.agents import evaluate_policy, make_policy, summarize
+from cryorl.agents import evaluate_policy, summarize
 from cryorl.fileio import atomic_path
 from cryorl.prediction_quality import prediction_metrics, with_prediction_quality
 from cryorl.quality import as_classifier
@@ -53,7 +53,7 @@ def run(split: Atlas, seed: int, costs: str, agents, episodes: int, quality: str
     rows = []
     for agent in agents:
         tic = time.perf_counter()
-        summary = summarize(evaluate_policy(make_policy(agent, seed=0), atlas, episodes=episodes, seed=0,
+        summary = summarize(evaluate_policy(policy(agent), atlas, episodes=episodes, seed=0,
                                             budgets=SETTINGS[costs], costs=costs))
         summary.insert(0, "degradation_seed", seed)
         summary.insert(0, "quality", str(quality))

@@ -23,12 +23,14 @@ Grids (cryorl-2023 costs, budgets 120 / 240 / 480 min, episode i starting from r
 
 Agents: greedy-local, greedy-2t (shipped thresholds), the planner before issue 20 (``planner-before``: the
 calibration fitted on simulated grids 1000-1019 at in-sample quality, cryorl's shipped one until then), the
-planner (the calibration fitted on real outcomes), ``planner-online`` and the oracle. The training split's
+planner (the shipped calibration, fitted on real outcomes and reading the shares of the patch and square that
+look good), ``planner-online`` and the oracle; ``--agents planner-means`` adds the planner on the calibration
+shipped before the shares one (fitted on the same real outcomes on the means of the patch and square only, kept
+in ``benchmarks/calibrations/calibration-means.json``). The training split's
 outcomes were used to fit the calibration and to tune greedy-2t: on ``proxy`` and ``real`` those two are fitted on
 the grid they are evaluated on (its predictions there are new draws or in-sample ones), on ``sim-*`` they are not.
 Each run writes ``benchmarks/reports/unseen/GRID.csv``, keeping the rows of agents it did not run (at the same
-number of episodes): ``--agents dqn ppo`` adds the learned agents to a grid's table, ``--agents planner-shares`` the
-planner on the shares calibration (an experiment, `cryorl.calibration.shares_calibration`).
+number of episodes): ``--agents dqn ppo`` adds the learned agents to a grid's table.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ import torch
 
 from cryorl import load_cryorl_dataset, simulate_atlas
 from cryorl.agents import PlannerPolicy, evaluate_policy, make_policy, summarize
-from cryorl.calibration import default_calibration, fit_on_simulated_grids
+from cryorl.calibration import Calibration, default_calibration, fit_on_simulated_grids
 from cryorl.fileio import atomic_path
 from cryorl.prediction_quality import prediction_metrics, write_degraded_split
 from cryorl.quality import as_classifier
@@ -51,6 +53,7 @@ from cryorl.synth import CONTEXT_IMAGE_MODEL
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aldolase-train"
 REPORTS = Path(__file__).resolve().parent / "reports" / "unseen"
+MEANS_CALIBRATION = Path(__file__).resolve().parent / "calibrations" / "calibration-means.json"
 AGENTS = ("greedy-local", "greedy-2t", "planner-before", "planner", "planner-online", "oracle")
 SETTINGS = {"cryorl-2023": (120, 240, 480), "cryorl-2022": (120, 240, 360, 480, 600)}
 
@@ -75,10 +78,12 @@ def load_grid(name: str, data: Path):
 
 
 def policy(agent: str):
-    if agent == "planner-before":
-        before = PlannerPolicy(fit_on_simulated_grids(prediction_quality="in-sample"))
-        before.name = "planner-before"
-        return before
+    """An agent by name: a registered policy, or one of the earlier planners kept for comparison."""
+    if agent in ("planner-before", "planner-means"):
+        earlier = PlannerPolicy(fit_on_simulated_grids(prediction_quality="in-sample") if agent == "planner-before"
+                                else Calibration.load(MEANS_CALIBRATION))
+        earlier.name = agent
+        return earlier
     return make_policy(agent, seed=0)
 
 
@@ -147,7 +152,8 @@ def table(costs: str = "cryorl-2023") -> str:
         agents = rows[~rows.agent.isin(["oracle", "top-k"])]
         best = agents.groupby("budget").good_mean.max()
         reference = rows[rows.agent == "greedy-2t"].set_index("budget").good_mean
-        order = [*AGENTS[:-1], "planner-shares", "dqn", "ppo", "oracle", "top-k"]   # rules, planners, learned, bounds
+        # rules, planners, learned agents, bounds
+        order = [*AGENTS[:3], "planner-means", *AGENTS[3:-1], "dqn", "ppo", "oracle", "top-k"]
         groups = sorted(rows.groupby("agent", sort=False), key=lambda group: order.index(group[0])
                         if group[0] in order else len(order))
         for agent, agent_rows in groups:

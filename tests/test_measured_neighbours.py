@@ -74,16 +74,16 @@ def test_the_planner_that_knows_the_outcomes_collects_what_the_oracle_does():
 
 
 def test_neighbours_teach_little_on_the_real_split_and_more_on_a_simulated_grid(aldolase):
-    """Figures of benchmarks/neighbours.py: gain 0.016 nats on the proxy, 0.078 on simulated grid 90001, 0.023 on
+    """Figures of benchmarks/neighbours.py: gain 0.007 nats on the proxy, 0.070 on simulated grid 90001, 0.028 on
     that grid with an image model that reads its patch as the real regressor does."""
     proxy = neighbour_information(with_prediction_quality(aldolase, "unseen", seed=0))
     simulated = neighbour_information(simulate_atlas(90001))
     context = neighbour_information(simulate_atlas(90001, **CONTEXT_IMAGE_MODEL))
-    assert context["gain"] == pytest.approx(0.023, abs=0.005)
+    assert context["gain"] == pytest.approx(0.028, abs=0.005)
     assert proxy["holes"] == 1197
     assert proxy["with_neighbours"] <= proxy["recalibrated"] <= proxy["calibrated"] + 1e-9
-    assert proxy["gain"] == pytest.approx(0.016, abs=0.004)
-    assert simulated["gain"] == pytest.approx(0.078, abs=0.01)
+    assert proxy["gain"] == pytest.approx(0.007, abs=0.003)
+    assert simulated["gain"] == pytest.approx(0.070, abs=0.01)
     assert simulated["patch_residual_r"] > 1.5 * proxy["patch_residual_r"]
 
 

@@ -1,6 +1,8 @@
 """The calibration fitted on real outcomes, and its online update from a grid's measured exposures."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,10 +15,12 @@ from cryorl.calibration import (
     OnlinePrior,
     default_calibration,
     fit_on_real_outcomes,
-    shares_calibration,
 )
 from cryorl.prediction_quality import with_prediction_quality
 from cryorl.quality import as_classifier
+
+MEANS_CALIBRATION = Path(__file__).resolve().parents[1] / "benchmarks" / "calibrations" / "calibration-means.json"
+"""The calibration shipped before the shares one: the same real outcomes, the patch's and square's means only."""
 
 
 def log_loss(z: np.ndarray, good: np.ndarray) -> float:
@@ -30,9 +34,10 @@ def measured_and_rest(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 def test_the_shipped_calibration_is_fitted_on_real_outcomes(aldolase):
     shipped = default_calibration()
-    assert shipped.source.startswith("real outcomes") and shipped.online is not None
+    assert "real outcomes" in shipped.source and shipped.shares and shipped.online is not None
     refit = fit_on_real_outcomes(aldolase)
     assert refit.weights == pytest.approx(shipped.weights, abs=1e-5)
+    assert refit.classifier_weights == pytest.approx(shipped.classifier_weights, abs=1e-5)
     assert refit.online.regressor_cov == pytest.approx(shipped.online.regressor_cov, abs=1e-5)
     # better on the real split at unseen quality than a fit on simulated grids (their predictions relate to the
     # outcomes differently) and than the calibration cryorl shipped before (simulated, in-sample)
@@ -42,23 +47,20 @@ def test_the_shipped_calibration_is_fitted_on_real_outcomes(aldolase):
     assert shipped.log_loss(proxy) < 0.85 * fit_on_simulated_grids(prediction_quality="in-sample").log_loss(proxy)
 
 
-def test_the_shares_calibration_rates_an_unseen_draw_better(aldolase, tmp_path):
-    """The shares calibration (the share of the patch and square that looks good) is the refit of its file, and on
-    a draw of unseen-quality predictions used for nothing else (degradation seed 21: it was fitted on seed 1, its two
-    cut-offs chosen on seeds 3-19) its log-loss is lower than the shipped calibration's, 0.351 against 0.368 nats;
-    for the same predictions as a classifier's probabilities, which the shipped calibration uses as they are, 0.367
-    against 0.418."""
-    shares, shipped = shares_calibration(), default_calibration()
-    assert shares.source.startswith("shares") and shares.online is not None
-    refit = fit_on_real_outcomes(aldolase, shares=True)
-    assert refit.weights == pytest.approx(shares.weights, abs=1e-5)
-    assert refit.classifier_weights == pytest.approx(shares.classifier_weights, abs=1e-5)
+def test_the_shares_rate_an_unseen_draw_better_than_the_means_alone(aldolase, tmp_path):
+    """The shipped calibration reads the share of the patch and square that looks good; on a draw of unseen-quality
+    predictions used for nothing else (degradation seed 21: it was fitted on seed 1, its two cut-offs chosen on
+    seeds 3-19) its log-loss is lower than that of the calibration on the means alone (shipped before it), 0.351
+    against 0.368 nats; for the same predictions as a classifier's probabilities, which that one used as they are,
+    0.367 against 0.418."""
+    shares, means = default_calibration(), Calibration.load(MEANS_CALIBRATION)
+    assert not means.shares and not means.classifier_weights
     assert Calibration.load(shares.save(tmp_path / "shares.json")) == shares
     weights = dict(zip(SHARE_FEATURES, shares.weights))
     assert weights["patch share predicted good"] > 1.0                      # a patch that looks good throughout
     draw = with_prediction_quality(aldolase, "unseen", seed=21)
-    assert shares.log_loss(draw) < shipped.log_loss(draw) - 0.01
-    assert shares.log_loss(as_classifier(draw)) < shipped.log_loss(as_classifier(draw)) - 0.03
+    assert shares.log_loss(draw) < means.log_loss(draw) - 0.01
+    assert shares.log_loss(as_classifier(draw)) < means.log_loss(as_classifier(draw)) - 0.03
     with pytest.raises(ValueError, match="needs 7 finite weights .* or 9"):
         Calibration(shares.weights[:8])
     with pytest.raises(ValueError, match="classifier weights are none or 4"):
@@ -79,7 +81,7 @@ def test_the_shares_calibration_rates_an_unseen_draw_better(aldolase, tmp_path):
 def test_a_shares_calibration_file_that_does_not_add_up_is_refused_naming_it(tmp_path, edit, message):
     import json
 
-    data = json.loads(shares_calibration().save(tmp_path / "shares.json").read_text())
+    data = json.loads(default_calibration().save(tmp_path / "shares.json").read_text())
     edit(data)
     (tmp_path / "shares.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=message) as error:
@@ -150,16 +152,18 @@ def test_calibration_files_keep_the_online_prior(tmp_path):
         OnlinePrior((1.0, 2.0, 2.0, 1.0), (1.0, 0.0, 0.0, 1.0))
 
 
-def test_planner_shares_collects_more_on_a_held_out_grid():
-    """On a simulated grid at unseen quality that neither calibration was fitted on, the planner on the shares
-    calibration collects more good exposures than on the shipped one: 94.0 / 188.8 against 91.7 / 183.7 (regressor,
-    2023 costs) and 45.5 / 89.5 against 43.8 / 83.8 (classifier probabilities, which the shipped calibration uses
-    as they are; 2022 costs), 6 starts."""
+def test_the_planner_collects_more_on_the_shares_than_on_the_means_alone():
+    """On a simulated grid at unseen quality that neither calibration was fitted on, the planner on the shipped
+    calibration (the shares of the patch and square) collects more good exposures than on the calibration shipped
+    before it (their means only): 94.0 / 188.8 against 91.7 / 183.7 (regressor, 2023 costs) and 45.5 / 89.5 against
+    43.8 / 83.8 (classifier probabilities, which that calibration used as they are; 2022 costs), 6 starts."""
     from cryorl.agents import evaluate_policy, summarize
 
     atlas = simulate_atlas(90002)
+    planners = {"shares": lambda: make_policy("planner"),
+                "means": lambda: PlannerPolicy(Calibration.load(MEANS_CALIBRATION))}
     for grid, costs in ((atlas, "cryorl-2023"), (as_classifier(atlas), "cryorl-2022")):
-        good = {name: summarize(evaluate_policy(make_policy(name), grid, episodes=6, budgets=(120, 240),
-                                                costs=costs))["good_mean"] for name in ("planner", "planner-shares")}
-        ratio = (good["planner-shares"] / good["planner"]).to_numpy()
+        good = {name: summarize(evaluate_policy(planner(), grid, episodes=6, budgets=(120, 240),
+                                                costs=costs))["good_mean"] for name, planner in planners.items()}
+        ratio = (good["shares"] / good["means"]).to_numpy()
         assert (ratio > 1.015).all(), (costs, ratio)

@@ -37,7 +37,7 @@ def test_wheel_ships_presets_policies_hyperparameters_and_license(wheel):
         for file in ("scorer.pt", "config.json", "MODEL_CARD.md"):
             assert f"cryorl/resources/pretrained/{agent}/{file}" in names
     assert {"cryorl/resources/hyperparams/dqn.yml", "cryorl/resources/hyperparams/ppo.yml",
-            "cryorl/resources/calibration.json", "cryorl/resources/calibration-shares.json",
+            "cryorl/resources/calibration.json",
             "cryorl/resources/rules.json"} <= set(names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
     metadata = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))

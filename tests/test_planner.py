@@ -123,13 +123,18 @@ def test_calibration_uses_the_patch_and_beats_the_prior_mapping():
 def test_calibration_files_and_classifier_probabilities(tmp_path):
     shipped = default_calibration()
     again = Calibration.load(shipped.save(tmp_path / "c.json"))
-    assert again == shipped and shipped.source.startswith("real outcomes") and shipped.online is not None
+    assert again == shipped and "real outcomes" in shipped.source and shipped.online is not None
     (tmp_path / "bad.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="not a cryorl calibration"):
         Calibration.load(tmp_path / "bad.json")
     atlas = two_tiles()
     classifier = atlas.with_predictions(predicted_good=np.linspace(0.01, 0.99, 36))
-    assert shipped.probability_good(classifier) == pytest.approx(np.linspace(0.01, 0.99, 36))   # used as it is
+    means_only = Calibration((5.0, -0.4, -0.4, 0.1, -0.2, 0.5, -0.4))               # no classifier weights:
+    assert means_only.probability_good(classifier) == pytest.approx(np.linspace(0.01, 0.99, 36))   # used as it is
+    recalibrated = shipped.probability_good(classifier)             # the shipped one recalibrates their log-odds
+    assert np.abs(recalibrated - np.linspace(0.01, 0.99, 36)).max() > 0.05
+    for patch in np.unique(atlas.patch):                            # and keeps their order within a patch
+        assert (np.diff(recalibrated[atlas.patch == patch]) > 0).all()
     with pytest.raises(ValueError, match="not classifier probabilities"):
         Calibration.fit_atlases([classifier])
     assert make_policy("planner").name == "planner"

@@ -19,12 +19,12 @@ from cryorl.agents.baselines import (
 )
 from cryorl.agents.ceilings import CeilingPlannerPolicy
 from cryorl.agents.evaluation import Evaluation, evaluate, evaluate_policy, summarize
-from cryorl.agents.planner import OnlinePlannerPolicy, PlannerPolicy, SharesPlannerPolicy
+from cryorl.agents.planner import OnlinePlannerPolicy, PlannerPolicy
 from cryorl.agents.registry import make_policy, policy_entries, policy_names, register_policy
 
 __all__ = ["Policy", "GridPolicy", "RandomPolicy", "PredictRankPolicy", "GreedyLocalPolicy",
            "TwoThresholdGreedyPolicy", "SnowballPolicy", "OraclePolicy", "HumanTracePolicy", "PlannerPolicy",
-           "OnlinePlannerPolicy", "SharesPlannerPolicy", "CeilingPlannerPolicy", "evaluate", "Evaluation",
+           "OnlinePlannerPolicy", "CeilingPlannerPolicy", "evaluate", "Evaluation",
            "evaluate_policy", "summarize", "make_policy", "register_policy", "policy_entries", "policy_names"]
 
 from cryorl.agents import shipped  # noqa: E402,F401  (registers dqn and ppo, after the rules: the listing's order)

@@ -28,10 +28,9 @@ microscope that would push good ones out of the time), each first stop is valued
 fits the time after it, and the better one is taken. With less than one hole move of time left, the last move
 (which still earns) goes to the most probable hole anywhere.
 
-The probabilities come from the shipped calibration (fitted on real outcomes, :mod:`cryorl.calibration`);
-``planner-shares`` reads the shares calibration instead (the share of the patch's and square's holes that look
-good, and for a classifier's probabilities, which the shipped calibration uses as they are, their log-odds and the
-share of the patch and square it calls good). The
+The probabilities come from the shipped calibration (fitted on real outcomes, :mod:`cryorl.calibration`: the
+hole's prediction, its patch's and square's mean and the share of their holes that look good; for a classifier's
+probabilities, their log-odds and the share of the patch and square it calls good). The
 ``planner-online`` variant (``online=True``) recalibrates them on the grid before every move from the exposures
 measured so far (:class:`~cryorl.calibration.OnlineCalibration`: a Bayesian update of the calibration's bias and
 slope, or a classifier's temperature, with the shipped fit as the prior). Every step is a few ``np.bincount``
@@ -45,9 +44,9 @@ import numpy as np
 
 from cryorl.agents.baselines import GridPolicy
 from cryorl.agents.registry import register_policy
-from cryorl.calibration import Calibration, OnlineCalibration, default_calibration, shares_calibration
+from cryorl.calibration import Calibration, OnlineCalibration, default_calibration
 
-__all__ = ["PlannerPolicy", "OnlinePlannerPolicy", "SharesPlannerPolicy", "Decision"]
+__all__ = ["PlannerPolicy", "OnlinePlannerPolicy", "Decision"]
 
 _EPS = 1e-6
 
@@ -330,17 +329,3 @@ register_policy("planner", lambda seed: PlannerPolicy(), "the budget-aware plan 
                 "re-made before every move from calibrated probabilities")
 register_policy("planner-online", lambda seed: OnlinePlannerPolicy(), "the planner, its calibration updated from "
                 "the grid's measured exposures", benchmark=False)
-
-
-class SharesPlannerPolicy(PlannerPolicy):
-    """The planner on the shares calibration (``planner-shares``, :func:`cryorl.calibration.shares_calibration`;
-    6 Å only)."""
-
-    name = "planner-shares"
-
-    def __init__(self, bisection_steps: int = 24) -> None:
-        super().__init__(shares_calibration(), bisection_steps)
-
-
-register_policy("planner-shares", lambda seed: SharesPlannerPolicy(), "the planner on a calibration that also reads "
-                "the share of the hole's patch and square that looks good (an experiment)", benchmark=False)
