@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from unseen import DEFAULT_DATA, SETTINGS, load_grid, setting  # benchmarks/ is on sys.path when this script runs
+
+# benchmarks/ is on sys.path when this script runs
+from unseen import DEFAULT_DATA, SETTINGS, load_grid, save_keeping_other_agents, setting
 
 from cryorl.agents import evaluate_policy, make_policy, summarize
-from cryorl.fileio import atomic_path
 
 REPORTS = Path(__file__).resolve().parent / "reports" / "ceilings"
 AGENTS = ("greedy-local", "greedy-2t", "planner", "planner-recalibrated", "planner-neighbours", "planner-outcomes",
@@ -91,14 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     for grid in args.grid:
-        result = run(grid, args.data, args.episodes, args.agents)
-        path = REPORTS / f"{grid}.csv"
-        if path.exists():                            # keep the other agents' rows of an earlier run of this grid
-            earlier = pd.read_csv(path)
-            kept = earlier[~earlier.agent.isin(set(result.agent)) & (earlier.episodes == args.episodes)]
-            result = pd.concat([kept, result], ignore_index=True)
-        with atomic_path(path) as tmp:
-            result.to_csv(tmp, index=False, float_format="%.4f")
+        save_keeping_other_agents(run(grid, args.data, args.episodes, args.agents), REPORTS / f"{grid}.csv")
     if args.table:
         print(table())
 

@@ -134,6 +134,18 @@ def run(grid: str, data: Path, episodes: int, agents) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def save_keeping_other_agents(result: pd.DataFrame, path: Path) -> None:
+    """Write a grid's results to ``path`` (atomically), keeping the rows of agents this run did not run from an
+    earlier report of the same number of episodes."""
+    if path.exists():
+        earlier = pd.read_csv(path)
+        episodes = set(result.episodes)
+        kept = earlier[~earlier.agent.isin(set(result.agent)) & earlier.episodes.isin(episodes)]
+        result = pd.concat([kept, result], ignore_index=True)
+    with atomic_path(path) as tmp:
+        result.to_csv(tmp, index=False, float_format="%.4f")
+
+
 def table(costs: str = "cryorl-2023") -> str:
     """A Markdown table of every saved grid of one cost setting: mean ± std of good exposures per agent and
     budget; the best agent in bold, and each agent's ratio to greedy-2t."""
@@ -180,14 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for grid in args.grid:
-        result = run(grid, args.data, args.episodes, args.agents)
-        path = REPORTS / f"{grid}.csv"
-        if path.exists():                        # keep the other agents' rows of an earlier run of this grid
-            earlier = pd.read_csv(path)
-            kept = earlier[~earlier.agent.isin(set(result.agent)) & (earlier.episodes == args.episodes)]
-            result = pd.concat([kept, result], ignore_index=True)
-        with atomic_path(path) as tmp:
-            result.to_csv(tmp, index=False, float_format="%.4f")
+        save_keeping_other_agents(run(grid, args.data, args.episodes, args.agents), REPORTS / f"{grid}.csv")
     if args.table:
         for costs in SETTINGS:
             if any(setting(path.stem) == costs for path in REPORTS.glob("*.csv")):
