@@ -4,6 +4,7 @@ import pytest
 
 from cryorl import CryoEMEnv
 from cryorl.atlas import Atlas
+from cryorl.calibration import default_calibration
 
 EDGES = [0, 4, 6, 8, 10, 999999]
 CAPS = {"patch": 25.0, "square": 150.0, "tile": 500.0}
@@ -74,8 +75,10 @@ def test_category_variant_matches_reference(tiny_atlas):
     probs = np.array([0.9, 0.8, 0.2, 0.55, 0.1, 0.95, 0.7, 0.3])
     atlas = tiny_atlas.with_predictions(predicted_good=probs)
     check_rollout(atlas, steps=7)
-    obs, _ = CryoEMEnv(atlas).reset(options={"start": 0})          # the compact observation reads them too
-    assert obs["predicted_good"] == pytest.approx(probs)
+    obs, _ = CryoEMEnv(atlas).reset(options={"start": 0})          # the compact observation reads them too,
+    calibrated = default_calibration().probability_good(atlas)      # recalibrated by the shipped calibration
+    assert obs["predicted_good"] == pytest.approx(calibrated, abs=1e-6)
+    assert np.corrcoef(obs["predicted_good"], probs)[0, 1] > 0.8
     equivalent = obs["predicted_ctf"]                               # 6 Å - 2 Å · logit(p): p = 0.5 sits on 6 Å
     assert equivalent[3] == pytest.approx(6.0 - 2.0 * np.log(0.55 / 0.45), abs=1e-5)
     assert ((equivalent <= 6.0) == (probs >= 0.5)).all()
