@@ -32,11 +32,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from unseen import DEFAULT_DATA, SETTINGS, policy  # benchmarks/ is on sys.path when this script runs
+from unseen import (  # benchmarks/ is on sys.path when this script runs
+    DEFAULT_DATA,
+    SETTINGS,
+    policy,
+    save_keeping_other_agents,
+)
 
 from cryorl import Atlas, load_cryorl_dataset
 from cryorl.agents import evaluate_policy, summarize
-from cryorl.fileio import atomic_path
 from cryorl.prediction_quality import prediction_metrics, with_prediction_quality
 from cryorl.quality import as_classifier
 
@@ -138,12 +142,7 @@ def main() -> None:
             if earlier is not None and (qualities(earlier) != str(args.quality)).any():
                 raise SystemExit(f"{path} holds predictions of another quality than {args.quality}: use another --out")
         for costs, seed, path in draws:
-            result = run(split, seed, costs, args.agents, args.episodes, args.quality)
-            if path.exists():                      # keep the other agents' rows of an earlier run of this draw
-                earlier = pd.read_csv(path)
-                result = pd.concat([earlier[~earlier.agent.isin(set(result.agent))], result], ignore_index=True)
-            with atomic_path(path) as tmp:
-                result.to_csv(tmp, index=False, float_format="%.4f")
+            save_keeping_other_agents(run(split, seed, costs, args.agents, args.episodes, args.quality), path)
     if args.table:
         print(table(args.out))
 

@@ -306,8 +306,9 @@ def fit_on_real_outcomes(real: Atlas, threshold: float = 6.0, qualities=FIT_QUAL
     """The shipped calibration: weights fitted on the measured outcomes of a real split with regressor
     predictions at each of ``qualities`` (its own, and unseen-quality ones: :mod:`cryorl.prediction_quality`,
     seeded), and the online prior (:func:`online_prior`) measured on the split at each of ``prior_qualities`` and
-    on simulated grids of ``prior_seeds`` cycling through them. ``shares``: the shares calibration, fitted alike
-    (its classifier weights, at 6 Å, on the same grids as :func:`cryorl.quality.as_classifier` probabilities)."""
+    on simulated grids of ``prior_seeds`` cycling through them, on :data:`SHARE_FEATURES` (and, at 6 Å, classifier
+    weights fitted on the same grids as :func:`cryorl.quality.as_classifier` probabilities). ``shares=False``: the
+    calibration on the means alone, shipped before the shares one."""
     from cryorl.prediction_quality import with_prediction_quality
 
     grids = [with_prediction_quality(real, q, seed) for q in qualities]

@@ -52,3 +52,14 @@ def test_in_sample_predictions_are_refused_for_many_seeds(aldolase_dir, tmp_path
     assert refused.returncode != 0 and refused.stderr.count("\n") == 1
     assert "--quality in-sample: the split's own predictions, the same for every seed" in refused.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_of_other_agents_keeps_the_earlier_rows_of_the_draw(aldolase_dir, tmp_path):
+    """A second run into the folder with another agent adds its rows beside the first run's; a rerun of an agent
+    replaces its own rows (benchmarks/unseen.py's save_keeping_other_agents, shared by the three benchmarks)."""
+    base = [sys.executable, str(SCRIPT), "--data", str(aldolase_dir), "--seeds", "10", "--episodes", "2",
+            "--settings", "cryorl-2023", "--out", str(tmp_path)]
+    for agents in (["greedy-local"], ["greedy-2t"], ["greedy-local"]):
+        assert subprocess.run([*base, "--agents", *agents], capture_output=True, timeout=300).returncode == 0
+    report = pd.read_csv(tmp_path / "cryorl-2023-10.csv")
+    assert sorted(report.agent) == ["greedy-2t"] * 3 + ["greedy-local"] * 3
