@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 # benchmarks/ is on sys.path when this script runs
-from unseen import DEFAULT_DATA, SETTINGS, load_grid, save_keeping_other_agents, setting
+from unseen import DEFAULT_DATA, SETTINGS, load_grid, refuse_other_episodes, save_keeping_other_agents, setting
 
 from cryorl.agents import evaluate_policy, make_policy, summarize
 
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the table of every grid run so far")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    for grid in args.grid:                         # before any run: a report holds one number of episodes
+        refuse_other_episodes(REPORTS / f"{grid}.csv", args.episodes)
     for grid in args.grid:
         save_keeping_other_agents(run(grid, args.data, args.episodes, args.agents), REPORTS / f"{grid}.csv")
     if args.table:

@@ -36,6 +36,7 @@ from unseen import (  # benchmarks/ is on sys.path when this script runs
     DEFAULT_DATA,
     SETTINGS,
     policy,
+    refuse_other_episodes,
     save_keeping_other_agents,
 )
 
@@ -135,10 +136,8 @@ def main() -> None:
                              f"proxy-{args.quality:g})")
         draws = [(costs, seed, args.out / f"{costs}-{seed}.csv") for costs in args.settings for seed in args.seeds]
         for _, _, path in draws:                   # before any run: a folder holds one number of episodes
+            refuse_other_episodes(path, args.episodes)
             earlier = pd.read_csv(path) if path.exists() else None
-            if earlier is not None and (earlier.episodes != args.episodes).any():
-                raise SystemExit(f"{path} holds runs of another number of episodes than {args.episodes}: "
-                                 "use another --out")
             if earlier is not None and (qualities(earlier) != str(args.quality)).any():
                 raise SystemExit(f"{path} holds predictions of another quality than {args.quality}: use another --out")
         for costs, seed, path in draws:

@@ -29,8 +29,9 @@ shipped before the shares one (fitted on the same real outcomes on the means of 
 in ``benchmarks/calibrations/calibration-means.json``). The training split's
 outcomes were used to fit the calibration and to tune greedy-2t: on ``proxy`` and ``real`` those two are fitted on
 the grid they are evaluated on (its predictions there are new draws or in-sample ones), on ``sim-*`` they are not.
-Each run writes ``benchmarks/reports/unseen/GRID.csv``, keeping the rows of agents it did not run (at the same
-number of episodes): ``--agents dqn ppo`` adds the learned agents to a grid's table.
+Each run writes ``benchmarks/reports/unseen/GRID.csv``, keeping the rows of agents it did not run: ``--agents dqn
+ppo`` adds the learned agents to a grid's table. A report holds one number of episodes; a run of another into it
+is refused before it starts.
 """
 from __future__ import annotations
 
@@ -134,14 +135,24 @@ def run(grid: str, data: Path, episodes: int, agents) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def refuse_other_episodes(path: Path, episodes: int) -> None:
+    """Exit with one line if ``path`` holds runs of another number of episodes than ``episodes``: a report holds
+    one number of episodes, and a rerun must not drop the other agents' rows (checked before any run)."""
+    if path.exists():
+        earlier = set(pd.read_csv(path, usecols=["episodes"]).episodes)
+        if earlier - {episodes}:
+            raise SystemExit(f"{path} holds runs of {', '.join(map(str, sorted(earlier)))} episodes, not "
+                             f"{episodes}: rerun with that --episodes, or move the file away first")
+
+
 def save_keeping_other_agents(result: pd.DataFrame, path: Path) -> None:
     """Write a grid's results to ``path`` (atomically), keeping the rows of agents this run did not run from an
-    earlier report of the same number of episodes."""
+    earlier report, which must be of the same number of episodes (:func:`refuse_other_episodes`)."""
     if path.exists():
+        for episodes in set(result.episodes):
+            refuse_other_episodes(path, int(episodes))
         earlier = pd.read_csv(path)
-        episodes = set(result.episodes)
-        kept = earlier[~earlier.agent.isin(set(result.agent)) & earlier.episodes.isin(episodes)]
-        result = pd.concat([kept, result], ignore_index=True)
+        result = pd.concat([earlier[~earlier.agent.isin(set(result.agent))], result], ignore_index=True)
     with atomic_path(path) as tmp:
         result.to_csv(tmp, index=False, float_format="%.4f")
 
@@ -191,6 +202,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for one decision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    for grid in args.grid:                         # before any run: a report holds one number of episodes
+        refuse_other_episodes(REPORTS / f"{grid}.csv", args.episodes)
     for grid in args.grid:
         save_keeping_other_agents(run(grid, args.data, args.episodes, args.agents), REPORTS / f"{grid}.csv")
     if args.table:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "degradations.py"
 
@@ -63,3 +64,27 @@ def test_a_run_of_other_agents_keeps_the_earlier_rows_of_the_draw(aldolase_dir, 
         assert subprocess.run([*base, "--agents", *agents], capture_output=True, timeout=300).returncode == 0
     report = pd.read_csv(tmp_path / "cryorl-2023-10.csv")
     assert sorted(report.agent) == ["greedy-2t"] * 3 + ["greedy-local"] * 3
+
+
+def test_a_run_of_another_number_of_episodes_is_refused_and_loses_nothing(aldolase_dir, tmp_path):
+    """A report holds one number of episodes: a run of another is refused in one line before it starts (the three
+    benchmarks check with unseen.refuse_other_episodes), and the shared writer refuses it too rather than drop the
+    other agents' rows (unseen.py and ceilings.py used to, silently)."""
+    base = [sys.executable, str(SCRIPT), "--data", str(aldolase_dir), "--seeds", "10", "--settings", "cryorl-2023",
+            "--agents", "greedy-local", "--out", str(tmp_path)]
+    assert subprocess.run([*base, "--episodes", "2"], capture_output=True, timeout=300).returncode == 0
+    path = tmp_path / "cryorl-2023-10.csv"
+    before = path.read_bytes()
+    refused = subprocess.run([*base, "--episodes", "3"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr.strip() == f"{path} holds runs of 2 episodes, not 3: rerun with that --episodes, or move " \
+                                     "the file away first"
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from unseen import save_keeping_other_agents
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    other = pd.read_csv(path).assign(agent="greedy-2t", episodes=3)
+    with pytest.raises(SystemExit, match="holds runs of 2 episodes, not 3"):
+        save_keeping_other_agents(other, path)
+    assert path.read_bytes() == before
