@@ -3,21 +3,23 @@
     python benchmarks/degradations.py                       # seeds 10-19, both settings (about an hour)
     python benchmarks/degradations.py --seeds 10 11 --settings cryorl-2023 --episodes 10 --out /tmp/quick  # a look
     python benchmarks/degradations.py --table               # the Markdown table of every run so far
+    python benchmarks/degradations.py --seeds 20 21 22 23 24 25 26 27 28 29 \
+        --out benchmarks/reports/degradations-fresh           # draws that chose nothing (then --agents planner-means)
     python benchmarks/degradations.py --quality 3.2 --episodes 20 --settings cryorl-2023 \
         --agents greedy-local greedy-2t planner planner-means --out benchmarks/reports/degradations-3.2
     python benchmarks/degradations.py --table --out benchmarks/reports/degradations-3.2
 
-The proxy of benchmarks/unseen.py is the Aldolase training split with predictions of unseen quality (MAE 2.55 Å,
-r 0.63) drawn by `cryorl.prediction_quality.degrade_predictions` with seed 0: one draw, on one grid, so a ratio of
-two agents there mixes what the agents do with which holes that draw happened to make look good. This script
-draws the predictions again with other seeds (default 10-19: seeds 1 and 2 tuned greedy-2t, seed 1 fitted the
-calibrations, seed 0 is the proxy; seeds 3-19 chose the shares calibration's two cut-offs among three and four
-values, `cryorl.calibration.SHARE_MARGIN`) and runs each agent on each draw, in the 2023 setting (regressor predictions,
-costs 1/2/6/8 min, 120 / 240 / 480 min) and the 2022 one (the same predictions as classifier probabilities, costs
-2/5/10/20 min, 120-600 min); episode i starts from reset(seed=i), as `cryorl evaluate --seed 0`. ``--quality``
-draws them at another MAE instead (as `unseen.py`'s ``proxy-MAE`` grids, whose draw is seed 0's). Only an MAE above
-the split's own (1.97 Å) is drawn for several seeds: a better one mixes in the truth, and ``in-sample`` is the
-split's own predictions, the same for every seed.
+The proxy of benchmarks/unseen.py is the Aldolase training split with predictions of unseen quality (MAE 2.55 Å, r
+0.63) drawn by `cryorl.prediction_quality.degrade_predictions` with seed 0: one draw, on one grid, so a ratio of two
+agents there mixes what the agents do with which holes that draw happened to make look good. This script draws the
+predictions again with other seeds (default 10-19: seeds 1 and 2 tuned greedy-2t, seed 1 fitted the calibrations,
+seed 0 is the proxy; seeds 3-19 chose the shares calibration's two cut-offs among three and four values,
+`cryorl.calibration.SHARE_MARGIN`; seeds 20-29 were drawn after every choice was fixed and chose nothing) and runs
+each agent on each draw, in the 2023 setting (regressor predictions, costs 1/2/6/8 min, 120 / 240 / 480 min) and the
+2022 one (the same predictions as classifier probabilities, costs 2/5/10/20 min, 120-600 min); episode i starts from
+reset(seed=i), as `cryorl evaluate --seed 0`. ``--quality`` draws them at another MAE instead (as `unseen.py`'s
+``proxy-MAE`` grids, whose draw is seed 0's). Only an MAE above the split's own (1.97 Å) is drawn for several seeds:
+a better one mixes in the truth, and ``in-sample`` is the split's own predictions, the same for every seed.
 
 Each run writes ``SETTING-SEED.csv`` in ``--out`` (default ``benchmarks/reports/degradations/``), keeping the rows
 of agents it did not run (a folder holds one number of episodes and one prediction quality); ``--table`` gives, per
