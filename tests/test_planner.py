@@ -161,3 +161,15 @@ def test_a_far_tile_is_valued_by_what_fits_in_the_time_left():
     # with a single far patch, a1 (26 min) and all of B (8 + 19 min) fit in 60 minutes: the tour starts where the
     # microscope is
     assert 1 <= first_move(PlannerPolicy(PLAIN), near_and_far(1), 60) < 26
+
+
+def test_a_calibration_for_another_threshold_is_refused_in_one_line():
+    """The shipped calibration answers the 6 Å question: a 5 Å environment must not plan on it silently. Fails if
+    PlannerPolicy.reset stops comparing the calibration's threshold with the environment's."""
+    env = CryoEMEnv(two_tiles(), budget=60, threshold=5.0)
+    env.reset(options={"start": 0})
+    with pytest.raises(ValueError) as refused:
+        PlannerPolicy(default_calibration()).reset(env)
+    message = str(refused.value)
+    assert "\n" not in message and "≤ 6 Å" in message and "≤ 5 Å" in message
+    assert "fit_on_real_outcomes(split, threshold=T)" in message

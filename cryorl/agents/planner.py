@@ -87,8 +87,8 @@ class PlannerPolicy(GridPolicy):
         if calibration.threshold != env.threshold:
             raise ValueError(f"the planner's calibration is for CTFMaxRes ≤ {calibration.threshold:g} Å but the "
                              f"environment counts ≤ {env.threshold:g} Å as good; fit one for that threshold "
-                             "(cryorl.calibration.fit_on_simulated_grids, or fit_on_real_outcomes(..., threshold=T, "
-                             "shares=True) for the shares calibration)")
+                             "(cryorl.calibration.fit_on_real_outcomes(split, threshold=T) on a split whose outcomes "
+                             "are known, or fit_on_simulated_grids(T))")
         self.p = calibration.probability_good(atlas)
         self._grid = OnlineCalibration(calibration, atlas) if self.online else None
         self._good = atlas.is_good(env.threshold)
